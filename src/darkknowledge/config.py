@@ -1,0 +1,184 @@
+"""Typed run configuration: YAML files validated by pydantic, with ``key=value`` overrides.
+
+Unknown keys and wrong types are errors that name the key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "TrainConfig",
+           "load_config", "apply_overrides", "parse_overrides"]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = "mlp"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Strict):
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    val_size: int | float = 5000
+    split_seed: int = 0
+    #: fraction (0, 1] of the training split to use (seeded by ``split_seed``)
+    fraction: float = 1.0
+    #: classes removed from the training (transfer) split, e.g. ``[3]``
+    exclude_classes: list[int] = Field(default_factory=list)
+    #: if set, only these classes are kept in the training split
+    include_classes: list[int] | None = None
+    #: random shifts of up to this many pixels (Hinton et al.'s teacher used 2)
+    augment_shift: int = 0
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+        return v
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "linear", "step"] = "cosine"
+    warmup_epochs: float = 0.0
+    #: for ``step``: multiply the LR by ``gamma`` every ``step_epochs``
+    step_epochs: int = 30
+    gamma: float = 0.1
+    grad_clip: float | None = None
+
+
+class DistillConfig(_Strict):
+    #: teacher checkpoint(s); several make an ensemble
+    teachers: list[str]
+    combine: Literal["arithmetic", "geometric"] = "arithmetic"
+    temperature: float = 4.0
+    w_soft: float = 1.0
+    w_hard: float = 0.1
+    kind: Literal["ce", "kl", "logits"] = "ce"
+    #: precompute the teacher's logits on the (unaugmented) transfer set once
+    cache: bool = True
+
+    @field_validator("temperature")
+    @classmethod
+    def _t(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("temperature must be > 0")
+        return v
+
+
+class TrainConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 2000
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig | None = None
+    out_dir: str = "runs/run"
+    #: torch intra-op threads (None: leave torch's default)
+    threads: int | None = None
+    #: also checkpoint every this many steps inside an epoch (0: only at epoch ends)
+    checkpoint_every_steps: int = 0
+    #: metric on the validation split that selects the reported model
+    select_metric: Literal["accuracy", "nll"] = "accuracy"
+
+    @field_validator("epochs", "batch_size", "eval_batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+def _format_errors(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {msg}")
+    return f"invalid config {source}:\n" + "\n".join(lines)
+
+
+def validate(data: dict[str, Any], cls: type[BaseModel] = TrainConfig, source: str = "") -> Any:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "args":
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def apply_overrides(cfg: TrainConfig | dict[str, Any], overrides: list[str] | dict[str, Any]) -> TrainConfig:
+    base = cfg.model_dump() if isinstance(cfg, BaseModel) else dict(cfg)
+    over = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+    return validate(_merge(base, over), TrainConfig, "(after overrides)")
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+    cfg = validate(data, TrainConfig, str(path or "(defaults)"))
+    return apply_overrides(cfg, overrides) if overrides else cfg

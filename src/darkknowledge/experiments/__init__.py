@@ -1,0 +1,37 @@
+"""Reproduction experiments, each a thin config over the library, registered by name.
+
+``darkknowledge reproduce NAME`` looks the name up here. Each experiment writes
+``results/<name>/summary.json`` (metric → mean/std/n/values), its run records and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["register_experiment", "get_experiment", "list_experiments"]
+
+_EXPERIMENTS: dict[str, Callable[..., Any]] = {}
+# modules imported lazily so that `import darkknowledge` stays light
+_MODULES = {"demo": ".demo"}
+
+
+def register_experiment(name: str, module: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _EXPERIMENTS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_experiments() -> list[str]:
+    return sorted(set(_MODULES) | set(_EXPERIMENTS))
+
+
+def get_experiment(name: str) -> Callable[..., Any]:
+    if name not in _EXPERIMENTS and name in _MODULES:
+        importlib.import_module(_MODULES[name], __name__)
+    if name not in _EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")
+    return _EXPERIMENTS[name]

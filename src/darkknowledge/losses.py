@@ -1,0 +1,182 @@
+"""Distillation losses (Hinton, Vinyals & Dean 2015, §2; Caruana et al. logit matching).
+
+Notation: student logits ``z``, teacher logits ``v``, temperature ``T``, ``N`` classes, batch ``B``.
+
+* soft targets ``p = softmax(v / T)`` (Eq. 1);
+* ``distillation_loss = T² · (1/B) Σ_b CE(p_b, softmax(z_b / T))``, whose gradient is
+  ``∂L/∂z = T · (q − p) / B`` — Eq. 2 times ``T²`` — so its scale hardly depends on ``T`` (§2);
+* as ``T → ∞`` with per-case zero-meaned logits the gradient tends to ``(z − v) / (N · B)`` (Eq. 4):
+  logit matching, ``½ Σ_i (z_i − v_i)²`` per case.
+
+Every reduction is a mean over the batch, never over classes; the teacher side never gets gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "soft_targets",
+    "distillation_loss",
+    "logit_matching_loss",
+    "hard_loss",
+    "DistillationObjective",
+    "check_temperature",
+    "check_logits",
+]
+
+
+def check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not t > 0 or t != t or t == float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return t
+
+
+def check_logits(logits: Tensor, name: str = "logits") -> None:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.ndim != 2:
+        raise ValueError(f"{name} must have shape [batch, classes], got {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    if not torch.isfinite(logits).all():
+        bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(f"{name} contain NaN or inf (first bad rows: {bad})")
+
+
+def _check_pair(student: Tensor, teacher: Tensor, tname: str = "teacher_logits") -> None:
+    check_logits(student, "student_logits")
+    check_logits(teacher, tname)
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student and teacher shapes differ: {tuple(student.shape)} vs {tuple(teacher.shape)} "
+            f"(batch size or number of classes do not match)"
+        )
+
+
+def soft_targets(logits: Tensor, temperature: float) -> Tensor:
+    """``softmax(logits / T)`` along the last dimension (paper Eq. 1)."""
+    t = check_temperature(temperature)
+    return F.softmax(logits / t, dim=-1)
+
+
+def distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor | None = None,
+    temperature: float = 1.0,
+    *,
+    teacher_probs: Tensor | None = None,
+    kind: str = "ce",
+    scale_t2: bool = True,
+) -> Tensor:
+    """Soft-target loss ``T² · mean_b CE(softmax(v/T), softmax(z/T))`` (Hinton et al. 2015, §2).
+
+    Give the teacher either as logits ``v`` or directly as soft targets ``teacher_probs`` already
+    at temperature ``T`` (e.g. an ensemble's mean distribution). The teacher side is detached.
+    ``kind="kl"`` returns ``T² · mean_b KL(p ‖ q)`` — the same gradient, lower by the teacher
+    entropy. ``scale_t2=False`` drops the ``T²`` factor (then the gradient is Eq. 2: ``(q − p)/T``).
+    """
+    t = check_temperature(temperature)
+    if (teacher_logits is None) == (teacher_probs is None):
+        raise ValueError("give exactly one of teacher_logits or teacher_probs")
+    if teacher_probs is None:
+        _check_pair(student_logits, teacher_logits)
+        log_p = F.log_softmax(teacher_logits.detach() / t, dim=-1)
+        p = log_p.exp()
+    else:
+        _check_pair(student_logits, teacher_probs, "teacher_probs")
+        p = teacher_probs.detach()
+        tol = 1e-3 if p.dtype in (torch.float32, torch.float64) else 5e-2
+        if bool((p < 0).any()) or not bool(((p.sum(dim=-1) - 1).abs() <= tol).all()):
+            raise ValueError("teacher_probs must be probabilities (>= 0, rows summing to 1); "
+                             "pass logits as teacher_logits")
+        log_p = None
+    log_q = F.log_softmax(student_logits / t, dim=-1)
+    if kind == "ce":
+        per_case = -(p * log_q).sum(dim=-1)
+    elif kind == "kl":
+        if log_p is None:
+            log_p = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+        per_case = (p * (log_p - log_q)).sum(dim=-1)
+    else:
+        raise ValueError(f"kind must be 'ce' or 'kl', got {kind!r}")
+    loss = per_case.mean()
+    return loss * (t * t) if scale_t2 else loss
+
+
+def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: bool = True) -> Tensor:
+    """Caruana et al.'s logit regression: ``mean_b ½ Σ_i (z_i − v_i)²``.
+
+    With ``center=True`` each case's logits are zero-meaned first, the condition under which
+    high-temperature distillation tends to this loss (Hinton et al. 2015, §2.1, Eq. 4).
+    """
+    _check_pair(student_logits, teacher_logits)
+    z, v = student_logits, teacher_logits.detach()
+    if center:
+        z = z - z.mean(dim=-1, keepdim=True)
+        v = v - v.mean(dim=-1, keepdim=True)
+    return 0.5 * (z - v).pow(2).sum(dim=-1).mean()
+
+
+def hard_loss(student_logits: Tensor, labels: Tensor) -> Tensor:
+    """Ordinary cross-entropy with the true labels at ``T = 1`` (batch mean), with range checks."""
+    check_logits(student_logits, "student_logits")
+    if labels.ndim != 1 or labels.shape[0] != student_logits.shape[0]:
+        raise ValueError(f"labels must have shape [{student_logits.shape[0]}], got {tuple(labels.shape)}")
+    n = student_logits.shape[1]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
+        raise ValueError(f"labels out of range for {n} classes: min {int(labels.min())}, max {int(labels.max())}")
+    return F.cross_entropy(student_logits, labels)
+
+
+@dataclass
+class DistillationObjective:
+    """``w_soft · distillation_loss(z, v, T) + w_hard · CE(y, z)`` (Hinton et al. 2015, §2).
+
+    Defaults: ``T = 4``, ``w_soft = 1``, ``w_hard = 0.1`` — "a considerably lower weight on the
+    second objective". ``kind`` is ``"ce"``, ``"kl"`` or ``"logits"`` (centred logit matching, the
+    ``T → ∞`` limit, for which ``T`` is ignored).
+    """
+
+    temperature: float = 4.0
+    w_soft: float = 1.0
+    w_hard: float = 0.1
+    kind: str = "ce"
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+        if self.kind not in ("ce", "kl", "logits"):
+            raise ValueError(f"kind must be 'ce', 'kl' or 'logits', got {self.kind!r}")
+        if self.w_soft < 0 or self.w_hard < 0:
+            raise ValueError("loss weights must be >= 0")
+
+    def __call__(
+        self,
+        student_logits: Tensor,
+        labels: Tensor | None,
+        teacher_logits: Tensor | None = None,
+        teacher_probs: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the total loss and its named terms ``{"soft": ..., "hard": ...}``."""
+        losses: dict[str, Tensor] = {}
+        if self.kind == "logits":
+            if teacher_logits is None:
+                raise ValueError("logit matching needs teacher logits, not probabilities")
+            soft = logit_matching_loss(student_logits, teacher_logits, center=True)
+        else:
+            soft = distillation_loss(student_logits, teacher_logits, self.temperature,
+                                     teacher_probs=teacher_probs, kind=self.kind)
+        losses["soft"] = soft
+        total = self.w_soft * soft
+        if self.w_hard > 0:
+            if labels is None:
+                raise ValueError("w_hard > 0 needs labels")
+            hard = hard_loss(student_logits, labels)
+            losses["hard"] = hard
+            total = total + self.w_hard * hard
+        return total, losses

@@ -1,0 +1,71 @@
+"""Classification metrics on logits: errors, accuracy, NLL, ECE, Brier, and teacher agreement."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["classification_metrics", "agreement_metrics", "expected_calibration_error", "predict_logits", "evaluate"]
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
+    """ECE with ``n_bins`` equal-width confidence bins: ``Σ_b (|B_b|/n) · |acc(B_b) − conf(B_b)|``."""
+    conf, pred = probs.max(dim=1)
+    correct = (pred == labels).float()
+    bins = torch.clamp((conf * n_bins).ceil().long() - 1, 0, n_bins - 1)
+    ece = torch.zeros((), dtype=torch.float64)
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.double().mean() * (correct[m].double().mean() - conf[m].double().mean()).abs()
+    return float(ece)
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """``errors`` (count), ``accuracy``, ``nll`` (mean), ``ece`` (15 bins), ``brier`` (mean over cases of
+    ``Σ_c (p_c − y_c)²``)."""
+    logits = logits.float()
+    if logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"{logits.shape[0]} predictions for {labels.shape[0]} labels")
+    probs = F.softmax(logits, dim=1)
+    pred = logits.argmax(dim=1)
+    onehot = F.one_hot(labels, logits.shape[1]).float()
+    return {
+        "errors": int((pred != labels).sum()),
+        "accuracy": float((pred == labels).float().mean()),
+        "nll": float(F.cross_entropy(logits, labels)),
+        "ece": expected_calibration_error(probs, labels),
+        "brier": float((probs - onehot).pow(2).sum(dim=1).mean()),
+        "n": int(labels.shape[0]),
+    }
+
+
+def agreement_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]:
+    """Top-1 agreement and mean ``KL(teacher ‖ student)`` at ``T = 1``."""
+    s, t = student_logits.float(), teacher_logits.float()
+    log_q = F.log_softmax(s, dim=1)
+    log_p = F.log_softmax(t, dim=1)
+    return {
+        "agreement": float((s.argmax(1) == t.argmax(1)).float().mean()),
+        "kl_teacher_student": float((log_p.exp() * (log_p - log_q)).sum(dim=1).mean()),
+    }
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 2000) -> Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, teacher_logits: Tensor | None = None,
+             batch_size: int = 2000) -> dict[str, float]:
+    """All metrics of ``model`` on ``(x, y)``; agreement too when ``teacher_logits`` are given."""
+    logits = predict_logits(model, x, batch_size)
+    out = classification_metrics(logits, y)
+    if teacher_logits is not None:
+        out.update(agreement_metrics(logits, teacher_logits))
+    return out

@@ -1,0 +1,151 @@
+"""Teachers: any ``nn.Module`` (frozen), ensembles, and cached outputs behind one interface.
+
+A teacher answers ``soft_targets(x, T, idx)`` — its distribution at temperature ``T`` for a batch
+``x`` whose dataset indices are ``idx`` — and ``logits(x, idx)``. A live teacher runs its model
+(eval mode, frozen, no grad); a :class:`CachedTeacher` looks the logits up by index, so the training
+loop cannot tell them apart (the DistillKit idea).
+
+Ensembles (Hinton et al. 2015, §2): at temperature ``T`` the arithmetic combination is
+``p = (1/M) Σ_m softmax(v_m / T)`` (the paper's default); the geometric one is the renormalised
+``Π_m softmax(v_m / T)^{1/M} = softmax(mean_m v_m / T)`` (exact: the log-normalisers cancel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .losses import check_temperature
+
+__all__ = ["Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members", "freeze"]
+
+COMBINES = ("arithmetic", "geometric")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode and stop gradient to all its parameters."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def combine_members(member_logits: Tensor, temperature: float, combine: str = "arithmetic") -> Tensor:
+    """Combine member logits ``[B, M, C]`` into one distribution ``[B, C]`` at temperature ``T``."""
+    t = check_temperature(temperature)
+    if member_logits.ndim != 3:
+        raise ValueError(f"member logits must be [batch, members, classes], got {tuple(member_logits.shape)}")
+    if combine == "arithmetic":
+        return F.softmax(member_logits / t, dim=-1).mean(dim=1)
+    if combine == "geometric":
+        return F.softmax(member_logits.mean(dim=1) / t, dim=-1)
+    raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+
+
+class Teacher(nn.Module):
+    """Base class: subclasses implement :meth:`member_logits` (``[B, M, C]``)."""
+
+    combine: str = "arithmetic"
+    num_classes: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.training = False  # a teacher is in eval mode from the start, not only after .train()
+
+    def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def soft_targets(self, x: Tensor, temperature: float, idx: Tensor | None = None) -> Tensor:
+        return combine_members(self.member_logits(x, idx).float(), temperature, self.combine)
+
+    @torch.no_grad()
+    def logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        """A single logit vector: the member's own for one model; for an ensemble the log of its
+        ``T = 1`` distribution (arithmetic) or the mean logit (geometric)."""
+        m = self.member_logits(x, idx).float()
+        if m.shape[1] == 1:
+            return m[:, 0]
+        if self.combine == "geometric":
+            return m.mean(dim=1)
+        return torch.log(combine_members(m, 1.0, "arithmetic").clamp_min(1e-30))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(x)
+
+    def train(self, mode: bool = True) -> Teacher:  # a teacher is always in eval mode
+        return super().train(False)
+
+
+class ModelTeacher(Teacher):
+    """A frozen single model."""
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None):
+        super().__init__()
+        self.model = freeze(model)
+        self.num_classes = num_classes
+
+    @torch.no_grad()
+    def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        return self.model(x).unsqueeze(1)
+
+
+class Ensemble(Teacher):
+    """``Ensemble(models, combine="arithmetic" | "geometric")`` — see the module docstring."""
+
+    def __init__(self, models: Sequence[nn.Module], combine: str = "arithmetic"):
+        super().__init__()
+        if len(models) == 0:
+            raise ValueError("an ensemble needs at least one model")
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        self.members = nn.ModuleList(freeze(m) for m in models).eval()
+        self.combine = combine
+
+    @torch.no_grad()
+    def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        outs = [m(x) for m in self.members]
+        shapes = {tuple(o.shape) for o in outs}
+        if len(shapes) != 1:
+            raise ValueError(f"ensemble members disagree on output shape: {sorted(shapes)}")
+        return torch.stack(outs, dim=1)
+
+
+class CachedTeacher(Teacher):
+    """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) looked up by dataset index."""
+
+    def __init__(self, logits: Tensor, combine: str = "arithmetic"):
+        super().__init__()
+        if logits.ndim == 2:
+            logits = logits.unsqueeze(1)
+        if logits.ndim != 3:
+            raise ValueError(f"cached logits must be [N, C] or [N, M, C], got {tuple(logits.shape)}")
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError("cached teacher logits contain NaN or inf")
+        self.register_buffer("table", logits.float().contiguous())
+        self.combine = combine
+        self.num_classes = logits.shape[-1]
+
+    def __len__(self) -> int:
+        return self.table.shape[0]
+
+    def member_logits(self, x: Tensor | None, idx: Tensor | None = None) -> Tensor:
+        if idx is None:
+            raise ValueError("a cached teacher needs the batch's dataset indices (idx)")
+        if int(idx.max()) >= self.table.shape[0] or int(idx.min()) < 0:
+            raise IndexError(f"index out of range for a cache of {self.table.shape[0]} examples")
+        return self.table[idx]
+
+
+def as_teacher(obj: nn.Module | Teacher | Sequence[nn.Module], combine: str = "arithmetic") -> Teacher:
+    """Wrap a module (or a list of modules, as an ensemble) as a :class:`Teacher`."""
+    if isinstance(obj, Teacher):
+        return obj
+    if isinstance(obj, nn.Module):
+        return ModelTeacher(obj)
+    return Ensemble(list(obj), combine=combine)

@@ -1,0 +1,146 @@
+"""The training engine: bit-identical resume after a real kill, bad input, run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import darkknowledge as dk
+from darkknowledge.config import validate
+from darkknowledge.training import RunExistsError, TrainingDivergedError, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(out: Path, **kw) -> dict:
+    cfg = {"name": "t", "seed": 3, "epochs": 4, "batch_size": 64, "threads": 1,
+           "model": {"name": "mlp", "args": {"in_features": 64, "hidden": [256, 256], "dropout": 0.2}},
+           "data": {"dataset": "synthetic", "val_size": 2000, "augment_shift": 0},
+           "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+           "checkpoint_every_steps": 40, "out_dir": str(out)}
+    cfg.update(kw)
+    return cfg
+
+
+def _write_yaml(path: Path, cfg: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    """Kill a real training subprocess mid-run, resume it, and compare with an uninterrupted run."""
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "darkknowledge", "train", "--no-progress"]
+    subprocess.run(cmd + ["--config", str(_write_yaml(tmp_path / "ref.yaml", _cfg(ref_dir)))], check=True, env=env,
+                   capture_output=True)
+
+    cut_yaml = _write_yaml(tmp_path / "cut.yaml", _cfg(cut_dir))
+    proc = subprocess.Popen(cmd + ["--config", str(cut_yaml)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = cut_dir / "checkpoint.pt"
+    deadline = time.time() + 120
+    # wait until the run is past its first epoch and has written a mid-epoch checkpoint, then kill it
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and (cut_dir / "best.safetensors").exists():
+            break
+        time.sleep(0.005)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (cut_dir / "run.json").exists()
+    state = torch.load(ckpt, weights_only=False)["state"]
+    assert 0 < state["global_step"] < 4 * 282
+
+    r = subprocess.run(cmd + ["--config", str(cut_yaml), "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = load_file(ref_dir / name), load_file(cut_dir / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    ra, rb = json.loads((ref_dir / "run.json").read_text()), json.loads((cut_dir / "run.json").read_text())
+    assert [e["val"] for e in ra["epochs"]] == [e["val"] for e in rb["epochs"]]
+
+
+def test_run_record_and_selection(tmp_path):
+    rec = train(validate(_cfg(tmp_path / "r", epochs=2, checkpoint_every_steps=0)), progress=False)
+    on_disk = json.loads((tmp_path / "r" / "run.json").read_text())
+    for key in ("config", "seed", "git_commit", "machine", "wall_time_s", "epochs", "final"):
+        assert key in on_disk
+    assert on_disk["machine"]["packages"]["torch"]
+    assert len(rec["epochs"]) == 2
+    best = max(range(2), key=lambda i: rec["epochs"][i]["val"]["accuracy"])
+    assert rec["final"]["selected_epoch"] == best + 1
+    assert rec["final"]["val"]["accuracy"] == pytest.approx(rec["epochs"][best]["val"]["accuracy"])
+    assert {"errors", "accuracy", "nll", "ece", "brier"} <= set(rec["final"]["test"])
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    cfg = validate(_cfg(tmp_path / "r", epochs=1, checkpoint_every_steps=0))
+    train(cfg, progress=False)
+    with pytest.raises(RunExistsError):
+        train(cfg, progress=False)
+    changed = validate(_cfg(tmp_path / "r", epochs=1, checkpoint_every_steps=0, seed=9))
+    with pytest.raises(RunExistsError, match="different config"):
+        train(changed, resume=True, progress=False)
+
+
+def test_distillation_run_and_class_mismatch(tmp_path):
+    teacher = train(validate(_cfg(tmp_path / "teacher", epochs=1, checkpoint_every_steps=0)), progress=False)
+    assert teacher["final"]["test"]["accuracy"] > 0.5
+    tfile = str(tmp_path / "teacher" / "best.safetensors")
+    student = _cfg(tmp_path / "student", epochs=1, checkpoint_every_steps=0,
+                   model={"name": "mlp", "args": {"in_features": 64, "hidden": [32]}},
+                   distill={"teachers": [tfile, tfile], "temperature": 4.0, "w_hard": 0.0})
+    rec = train(validate(student), progress=False)
+    assert 0 <= rec["final"]["test"]["agreement"] <= 1
+    assert (tmp_path / "student" / "teacher_cache.safetensors").exists()
+    # a teacher with 5 classes for a 10-class student: error before training starts
+    bad = dk.create_model("mlp", in_features=64, hidden=[8], num_classes=5)
+    dk.save_model(bad, tmp_path / "bad.safetensors", "mlp", {"in_features": 64, "hidden": [8], "num_classes": 5})
+    student["distill"]["teachers"] = [str(tmp_path / "bad.safetensors")]
+    student["out_dir"] = str(tmp_path / "student2")
+    with pytest.raises(ValueError, match="classes"):
+        train(validate(student), progress=False)
+    assert not (tmp_path / "student2" / "checkpoint.pt").exists()
+
+
+def test_nan_input_stops_with_step_and_keeps_checkpoint(tmp_path):
+    """A NaN reaching the logits stops training naming epoch, step and batch; the last checkpoint survives."""
+    from darkknowledge.training import epoch_order, prepare_data
+
+    cfg = validate(_cfg(tmp_path / "nan", epochs=2, checkpoint_every_steps=20))
+    splits = prepare_data(cfg.data)
+    order = epoch_order(len(splits.train), cfg.seed, 0)
+    bad = int(order[100 * cfg.batch_size + 5])  # in the 101st batch of epoch 1
+    x = splits.train.x.clone()
+    x[bad] = float("nan")
+    splits.train = type(splits.train)(x, splits.train.y, splits.train.index)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, step 101") as e:
+        train(cfg, splits=splits, progress=False)
+    assert str(int(splits.train.index[bad])) in str(e.value)
+    ck = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["global_step"] == 100
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_bad_temperature_and_labels():
+    with pytest.raises(ValueError):
+        dk.DistillationObjective(temperature=0)
+    with pytest.raises(ValueError):
+        dk.DistillationObjective(temperature=-1.0)
+    with pytest.raises(Exception, match="temperature"):
+        validate({"distill": {"teachers": ["x"], "temperature": 0}})
