@@ -519,6 +519,8 @@ def subclass_usage(
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     k = num_classes * subclasses
+    if getattr(pred_subclass, "ndim", 1) == 2 and pred_subclass.shape[1] != k:
+        raise ValueError(f"pred_subclass logits have {pred_subclass.shape[1]} columns, expected {k}")
     p = _as_int_array(pred_subclass, "pred_subclass", allow_logits=True)
     if p.max() >= k:
         raise ValueError(f"predicted subclass id {p.max()} >= num_classes * subclasses = {k}")
