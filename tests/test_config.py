@@ -117,15 +117,11 @@ def test_scientific_notation_floats():
     assert load_config(None, ["optim.lr=1e-3"]).optim.lr == pytest.approx(1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py bug: YAML 1.1 reads 1e-3 as a string and model.args is "
-                                       "untyped, so max_norm='1e-3' reaches the model (reported)")
 def test_scientific_notation_in_model_args():
     cfg = load_config(None, ["model.args.max_norm=1e-3"])
     assert isinstance(cfg.model.args["max_norm"], float)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py bug: temperature=.inf passes validation (check_temperature "
-                                       "rejects it only later, at train time) (reported)")
 def test_infinite_temperature_rejected():
     with pytest.raises(ConfigError, match="temperature"):
         load_config(None, ["distill.teachers=[a]", "distill.temperature=.inf"])

@@ -68,8 +68,8 @@ def test_cli_train_evaluate_and_errors(tmp_path, capsys):
     assert "optim.lrr" in capsys.readouterr().err
     assert main(["train", "--config", str(REPO / "configs" / "digits_mlp.yaml"), f"out_dir={out}"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["distill", "--config", str(REPO / "configs" / "digits_mlp.yaml"), "--teacher", str(out / "best.safetensors"),
-                 "distill.temperature=0", f"out_dir={tmp_path / 'x'}"]) == 2
+    assert main(["distill", "--config", str(REPO / "configs" / "digits_mlp.yaml"), "--teacher",
+                 str(out / "best.safetensors"), "distill.temperature=0", f"out_dir={tmp_path / 'x'}"]) == 2
     assert "temperature" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope.safetensors"), "--dataset", "digits"]) == 2
 

@@ -73,6 +73,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
             assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
     ra, rb = json.loads((ref_dir / "run.json").read_text()), json.loads((cut_dir / "run.json").read_text())
     assert [e["val"] for e in ra["epochs"]] == [e["val"] for e in rb["epochs"]]
+    assert [e["train_loss"] for e in ra["epochs"]] == [e["train_loss"] for e in rb["epochs"]]
 
 
 def test_run_record_and_selection(tmp_path):

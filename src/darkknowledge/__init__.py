@@ -6,17 +6,19 @@ Müller, Kornblith & Hinton (2020), "Subclass Distillation".
 
 from .config import ConfigError, TrainConfig, load_config
 from .losses import DistillationObjective, distillation_loss, hard_loss, logit_matching_loss, soft_targets
+from .methods import Distiller, Method, create_method, list_methods, register_method
 from .metrics import agreement_metrics, classification_metrics, evaluate
 from .models import create_model, list_models, load_model, register_model, save_model
 from .teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, combine_members
-from .training import Distiller, TrainingDivergedError, train
+from .training import TrainingDivergedError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "soft_targets", "distillation_loss", "logit_matching_loss", "hard_loss", "DistillationObjective",
     "Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members",
-    "Distiller", "train", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
+    "Distiller", "Method", "register_method", "create_method", "list_methods",
+    "train", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
     "create_model", "list_models", "register_model", "save_model", "load_model",
     "classification_metrics", "agreement_metrics", "evaluate", "distill",
 ]
@@ -41,7 +43,7 @@ def distill(student, teacher, x, y=None, *, temperature: float = 4.0, w_soft: fl
         for i in range(0, x.shape[0], batch_size):
             idx = perm[i:i + batch_size]
             loss, _ = obj(student(x[idx]), None if y is None else y[idx],
-                          teacher_probs=t.soft_targets(x[idx], temperature))
+                          teacher_probs=t.soft_targets(x[idx], temperature, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

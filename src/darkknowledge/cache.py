@@ -41,7 +41,8 @@ def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
 def fingerprint(teacher: Teacher, x: Tensor) -> str:
     """sha256 over the teacher's parameters and buffers, its combine rule, and the inputs ``x``."""
     h = hashlib.sha256()
-    h.update(type(teacher).__name__.encode() + getattr(teacher, "combine", "").encode())
+    h.update(type(teacher).__name__.encode() + getattr(teacher, "combine", "").encode()
+             + str(getattr(teacher, "output", None)).encode())
     for name, t in sorted(teacher.state_dict().items()):
         h.update(name.encode())
         _hash_tensor(h, t)

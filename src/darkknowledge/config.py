@@ -5,7 +5,9 @@ Unknown keys and wrong types are errors that name the key (``ConfigError``).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,8 +81,15 @@ class DistillConfig(_Strict):
     @field_validator("temperature")
     @classmethod
     def _t(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError("temperature must be > 0")
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError("temperature must be a finite number > 0")
+        return v
+
+    @field_validator("w_soft", "w_hard")
+    @classmethod
+    def _w(cls, v: float) -> float:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError("loss weights must be finite and >= 0")
         return v
 
 
@@ -94,6 +103,10 @@ class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     distill: DistillConfig | None = None
+    #: training method by registered name (None: "kd" with a teacher, "labels" without); see methods.py
+    method: str | None = None
+    #: keyword arguments of the method (for "kd" they default to the distill section's T and weights)
+    method_args: dict[str, Any] = Field(default_factory=dict)
     out_dir: str = "runs/run"
     #: torch intra-op threads (None: leave torch's default)
     threads: int | None = None
@@ -126,6 +139,24 @@ def validate(data: dict[str, Any], cls: type[BaseModel] = TrainConfig, source: s
         raise ConfigError(_format_errors(e, source)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` (YAML 1.1 wants ``1.0e-3``) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML."""
     out: dict[str, Any] = {}
@@ -136,7 +167,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _yaml_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
         node = out
@@ -175,7 +206,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(data, dict):

@@ -80,23 +80,29 @@ class Teacher(nn.Module):
         return super().train(False)
 
 
-class ModelTeacher(Teacher):
-    """A frozen single model."""
+def _call(model: nn.Module, x: Tensor, output: str | None) -> Tensor:
+    return model(x) if output is None else getattr(model, output)(x)
 
-    def __init__(self, model: nn.Module, num_classes: int | None = None):
+
+class ModelTeacher(Teacher):
+    """A frozen single model. ``output`` names the model method whose result the teacher serves
+    (default ``None``: ``model(x)``, the class logits; e.g. ``"subclass_logits"``)."""
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None, output: str | None = None):
         super().__init__()
         self.model = freeze(model)
         self.num_classes = num_classes
+        self.output = output
 
     @torch.no_grad()
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
-        return self.model(x).unsqueeze(1)
+        return _call(self.model, x, self.output).unsqueeze(1)
 
 
 class Ensemble(Teacher):
     """``Ensemble(models, combine="arithmetic" | "geometric")`` — see the module docstring."""
 
-    def __init__(self, models: Sequence[nn.Module], combine: str = "arithmetic"):
+    def __init__(self, models: Sequence[nn.Module], combine: str = "arithmetic", output: str | None = None):
         super().__init__()
         if len(models) == 0:
             raise ValueError("an ensemble needs at least one model")
@@ -104,10 +110,11 @@ class Ensemble(Teacher):
             raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
         self.members = nn.ModuleList(freeze(m) for m in models).eval()
         self.combine = combine
+        self.output = output
 
     @torch.no_grad()
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
-        outs = [m(x) for m in self.members]
+        outs = [_call(m, x, self.output) for m in self.members]
         shapes = {tuple(o.shape) for o in outs}
         if len(shapes) != 1:
             raise ValueError(f"ensemble members disagree on output shape: {sorted(shapes)}")

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from .cache import cached_teacher
 from .config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from .data import Splits, load_dataset
-from .losses import DistillationObjective, hard_loss
-from .metrics import evaluate
+from .methods import Distiller, create_method, get_method
+from .metrics import evaluate, predict_logits
 from .models import apply_max_norm, create_model, load_model, save_model
 from .teachers import Ensemble, ModelTeacher, Teacher
 from .transforms import random_shift
@@ -57,38 +57,6 @@ class RunExistsError(FileExistsError):
     """The output directory already holds a run and ``resume`` was not requested."""
 
 
-class Distiller(nn.Module):
-    """mdistiller-style wrapper: ``forward(x, y, idx)`` returns the student's logits and named losses.
-
-    Without a teacher the only loss is ``{"hard": CE(y, z)}``; with one it is the
-    :class:`~darkknowledge.losses.DistillationObjective` (``soft`` and ``hard`` terms).
-    """
-
-    def __init__(self, student: nn.Module, teacher: Teacher | None = None,
-                 objective: DistillationObjective | None = None):
-        super().__init__()
-        self.student = student
-        self.teacher = teacher
-        self.objective = objective or DistillationObjective()
-
-    def forward(self, x: Tensor, y: Tensor, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.student(x)
-        if self.teacher is None:
-            return logits, {"hard": hard_loss(logits, y)}
-        obj = self.objective
-        if obj.kind == "logits":
-            _, losses = obj(logits, y, teacher_logits=self.teacher.logits(x, idx))
-        else:
-            _, losses = obj(logits, y, teacher_probs=self.teacher.soft_targets(x, obj.temperature, idx))
-        return logits, losses
-
-    def total(self, losses: dict[str, Tensor]) -> Tensor:
-        if self.teacher is None:
-            return losses["hard"]
-        w = {"soft": self.objective.w_soft, "hard": self.objective.w_hard}
-        return sum(w[k] * v for k, v in losses.items())
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -111,13 +79,15 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     return dataclasses.replace(splits, train=tr)
 
 
-def build_teacher(cfg: DistillConfig, num_classes: int) -> Teacher:
-    models = [load_model(p) for p in cfg.teachers]
-    teacher = ModelTeacher(models[0]) if len(models) == 1 else Ensemble(models, cfg.combine)
+def build_teacher(cfg: DistillConfig, num_classes: int, output: str | None = None,
+                  models: list[nn.Module] | None = None) -> Teacher:
+    """Load the teacher checkpoint(s) (several make an :class:`Ensemble`); check the class count."""
+    models = models if models is not None else [load_model(p) for p in cfg.teachers]
     for p, m in zip(cfg.teachers, models):
         out = getattr(m, "num_classes", None)
         if out is not None and out != num_classes:
             raise ValueError(f"teacher {p} has {out} classes but the student has {num_classes}")
+    teacher = ModelTeacher(models[0], output=output) if len(models) == 1 else Ensemble(models, cfg.combine, output)
     teacher.num_classes = num_classes
     return teacher
 
@@ -164,6 +134,8 @@ class _State:
     step_in_epoch: int = 0
     global_step: int = 0
     elapsed: float = 0.0
+    seen: int = 0  # examples seen so far in this epoch
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)  # per-epoch loss sums
 
 
 def _model_config(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
@@ -201,22 +173,29 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     if getattr(model, "num_classes", n_cls) != n_cls:
         raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
 
-    # teacher: live for evaluation; cached for training when the transfer set is not augmented
+    # method and teacher: the live teacher (class logits) is used for evaluation; the method's teacher
+    # serves what the method needs, cached when the transfer set is not augmented
+    method_name = cfg.method or ("kd" if cfg.distill is not None else "labels")
+    method_cls = get_method(method_name)
+    method_args = dict(cfg.method_args)
     teacher = train_teacher = None
-    objective = None
     if cfg.distill is not None:
         d = cfg.distill
-        teacher = build_teacher(d, n_cls)
-        objective = DistillationObjective(d.temperature, d.w_soft, d.w_hard, d.kind)
-        train_teacher = teacher
+        models = [load_model(p) for p in d.teachers]
+        teacher = build_teacher(d, n_cls, None, models)
+        train_teacher = teacher if method_cls.teacher_output is None else build_teacher(
+            d, n_cls, method_cls.teacher_output, models)
         if d.cache and cfg.data.augment_shift == 0:
             # cached rows are looked up by position within the training split
-            train_teacher = cached_teacher(teacher, train_data.x, out / "teacher_cache.safetensors",
+            train_teacher = cached_teacher(train_teacher, train_data.x, out / "teacher_cache.safetensors",
                                            cfg.eval_batch_size)
-    distiller = Distiller(model, train_teacher, objective)
+        if method_name == "kd":
+            method_args = {"temperature": d.temperature, "w_soft": d.w_soft, "w_hard": d.w_hard, "kind": d.kind,
+                           **method_args}
+    distiller = create_method(method_name, model, train_teacher, **method_args)
 
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    opt = build_optimizer(cfg.optim, model.parameters())
+    opt = build_optimizer(cfg.optim, [p for p in distiller.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(cfg.optim, s, steps_per_epoch, cfg.epochs))
     aug_gen = torch.Generator().manual_seed(cfg.seed + 7919)
@@ -229,6 +208,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
             raise RunExistsError(f"{ckpt_path} was written with a different config (differs in: {', '.join(changed)}); "
                                  f"resume with the same config or choose another out_dir")
         model.load_state_dict(ck["model"])
+        distiller.load_state_dict({**distiller.state_dict(), **ck.get("method", {})})
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
@@ -240,19 +220,20 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     def save_checkpoint() -> None:
         st.elapsed += time.perf_counter() - seg_start[0]
         seg_start[0] = time.perf_counter()
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "method": distiller.extra_state(), "optimizer": opt.state_dict(),
                            "scheduler": sched.state_dict(), "rng": get_rng_state(), "aug_gen": aug_gen.get_state(),
-                           "state": st.__dict__, "history": history, "best": best,
+                           "state": dataclasses.asdict(st), "history": history, "best": best,
                            "config": cfg.model_dump()}, ckpt_path)
 
     seg_start = [time.perf_counter()]
-    test_teacher_logits = teacher.logits(splits.test.x) if teacher is not None else None
+    test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
     x_all, y_all = train_data.x, train_data.y
     model.train()
     while st.epoch < cfg.epochs:
         order = epoch_order(len(train_data), cfg.seed, st.epoch)
-        sums: dict[str, float] = {}
-        seen, t_epoch = 0, time.perf_counter()
+        if st.step_in_epoch == 0:
+            st.sums, st.seen = {}, 0
+        sums, t_epoch, seen_at_start = st.sums, time.perf_counter(), st.seen
         bar = tqdm(range(st.step_in_epoch, steps_per_epoch), desc=f"{cfg.name} epoch {st.epoch + 1}/{cfg.epochs}",
                    disable=None if progress else True, leave=False, file=sys.stderr)
         for step in bar:
@@ -267,7 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
                 logits, losses = distiller(x, y, idx)
             except FloatingPointError as e:
                 raise TrainingDivergedError(f"{e} {where}") from e
-            loss = distiller.total(losses)
+            loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"non-finite loss ({loss.item()}) {where}")
             opt.zero_grad(set_to_none=True)
@@ -280,10 +261,10 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
             st.step_in_epoch, st.global_step = step + 1, st.global_step + 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item() * len(idx)
-            seen += len(idx)
-            if bar.n % 20 == 0:
-                bar.set_postfix({k: f"{s / seen:.4f}" for k, s in sums.items()}
-                                | {"samples/s": f"{seen / (time.perf_counter() - t_epoch):.0f}"})
+            st.seen += len(idx)
+            if step % 20 == 0:
+                bar.set_postfix({k: f"{s / st.seen:.4f}" for k, s in sums.items()}
+                                | {"samples/s": f"{(st.seen - seen_at_start) / (time.perf_counter() - t_epoch):.0f}"})
             if cfg.checkpoint_every_steps and st.step_in_epoch % cfg.checkpoint_every_steps == 0 \
                     and st.step_in_epoch < steps_per_epoch:
                 save_checkpoint()
@@ -291,8 +272,8 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
 
         # end of epoch: validate, select, checkpoint
         row: dict[str, Any] = {"epoch": st.epoch + 1, "lr": opt.param_groups[0]["lr"],
-                               "train_loss": {k: s / max(seen, 1) for k, s in sums.items()},
-                               "samples_per_s": seen / max(time.perf_counter() - t_epoch, 1e-9)}
+                               "train_loss": {k: s / max(st.seen, 1) for k, s in sums.items()},
+                               "samples_per_s": (st.seen - seen_at_start) / max(time.perf_counter() - t_epoch, 1e-9)}
         row["val"] = evaluate(model, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) \
             if len(splits.val) else None
         if track_train:
