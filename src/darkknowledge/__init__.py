@@ -9,6 +9,16 @@ from .losses import DistillationObjective, distillation_loss, hard_loss, logit_m
 from .methods import Distiller, Method, create_method, list_methods, register_method
 from .metrics import agreement_metrics, classification_metrics, evaluate
 from .models import create_model, list_models, load_model, register_model, save_model
+from .subclass import (
+    SubclassNet,
+    subclass_auxiliary_loss,
+    subclass_distillation_loss,
+    subclass_nmi,
+    subclass_recovery,
+    subclass_teacher_loss,
+    subclass_to_class_logits,
+    subclass_usage,
+)
 from .teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, combine_members
 from .training import TrainingDivergedError, train
 
@@ -21,6 +31,8 @@ __all__ = [
     "train", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
     "create_model", "list_models", "register_model", "save_model", "load_model",
     "classification_metrics", "agreement_metrics", "evaluate", "distill",
+    "SubclassNet", "subclass_to_class_logits", "subclass_auxiliary_loss", "subclass_teacher_loss",
+    "subclass_distillation_loss", "subclass_recovery", "subclass_nmi", "subclass_usage",
 ]
 
 

@@ -596,3 +596,117 @@ def chance_subclass_recovery(
             pred = coarse * s + rng.integers(0, s, size=t.size)
         accs.append(subclass_recovery(pred, t))
     return float(np.mean(accs))
+
+
+# --------------------------------------------------------------------------------------------------
+# models and training methods (registered by name; used by ``darkknowledge.train`` via ``method: ...``
+
+
+class SubclassNet(nn.Module):
+    """Any registered backbone with ``n·s`` outputs read as subclass logits (§2).
+
+    ``forward(x)`` returns the ``n`` class logits (logsumexp grouping), so every class-level tool
+    (metrics, conventional distillation, agreement) works unchanged; ``subclass_logits(x)`` returns the
+    ``n·s`` subclass logits and ``forward_features(x)`` the backbone's penultimate features.
+    Registered as model ``"subclass"``: ``create_model("subclass", backbone="small_cnn", subclasses=5,
+    num_classes=2, in_channels=1)``.
+    """
+
+    def __init__(self, backbone: str = "mlp", num_classes: int = 2, subclasses: int = 5, **backbone_args: Any):
+        super().__init__()
+        from .models import create_model
+
+        if num_classes < 1 or subclasses < 1:
+            raise ValueError("num_classes and subclasses must be >= 1")
+        self.num_classes, self.subclasses = num_classes, subclasses
+        self.backbone = create_model(backbone, num_classes=num_classes * subclasses, **backbone_args)
+        self.feature_dim = getattr(self.backbone, "feature_dim", None)
+
+    def subclass_logits(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.backbone.forward_features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return subclass_to_class_logits(self.backbone(x), self.num_classes)
+
+
+def _register() -> None:
+    from .methods import Method, register_method
+    from .models import register_model
+
+    register_model("subclass")(lambda **kw: SubclassNet(**kw))
+
+    @register_method("subclass_teacher")
+    class SubclassTeacherMethod(Method):
+        """Teacher training of §4: ``{"ce": CE(y, class_logits(z_sub)), "aux": β · L_aux(z_sub)}``.
+
+        A final batch of one example has no negatives, so its auxiliary term is skipped."""
+
+        def __init__(self, student, teacher=None, beta: float = 1.0, aux_temperature: float = 1.0):
+            super().__init__(student, teacher)
+            if not (math.isfinite(beta) and beta >= 0):
+                raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+            self.beta, self.aux_temperature = float(beta), _check_temperature(aux_temperature, "aux_temperature")
+
+        def forward(self, x, y, idx=None):
+            z_sub = self.student.subclass_logits(x)
+            logits = subclass_to_class_logits(z_sub, self.student.num_classes)
+            losses = {"ce": F.cross_entropy(logits, y)}
+            if self.beta > 0 and z_sub.shape[0] > 1:
+                losses["aux"] = self.beta * subclass_auxiliary_loss(z_sub, self.aux_temperature)
+            return logits, losses
+
+    @register_method("subclass_kd")
+    class SubclassKD(Method):
+        """Student training of §5: ``{"soft": α · T² · softCE(v_sub, z_sub), "hard": (1 − α) · CE(y, class(z_sub))}``.
+
+        The teacher serves its subclass logits (``teacher_output = "subclass_logits"``)."""
+
+        needs_teacher = True
+        teacher_output = "subclass_logits"
+
+        def __init__(self, student, teacher, temperature: float = 4.0, alpha: float = 0.5):
+            super().__init__(student, teacher)
+            self.temperature, self.alpha = _check_temperature(temperature), _check_alpha(alpha)
+
+        def forward(self, x, y, idx=None):
+            from .losses import distillation_loss
+
+            z_sub = self.student.subclass_logits(x)
+            logits = subclass_to_class_logits(z_sub, self.student.num_classes)
+            p = self.teacher.soft_targets(x, self.temperature, idx)
+            losses = {"soft": self.alpha * distillation_loss(z_sub, teacher_probs=p, temperature=self.temperature)}
+            if self.alpha < 1:
+                losses["hard"] = (1 - self.alpha) * F.cross_entropy(logits, y)
+            return logits, losses
+
+    @register_method("penultimate")
+    class PenultimateKD(Method):
+        """Penultimate-layer distillation (our form, §6.3): ``{"hard": CE(y, z), "feat": w · ½‖W h_s + c − sg(h_t)‖²}``
+        (batch mean), with the learned map ``W, c`` trained alongside the student. The student needs
+        ``forward_features`` and ``head``; the teacher serves ``forward_features``."""
+
+        needs_teacher = True
+        teacher_output = "forward_features"
+
+        def __init__(self, student, teacher, weight: float = 1.0, teacher_dim: int | None = None):
+            super().__init__(student, teacher)
+            if teacher_dim is None:
+                table = getattr(teacher, "table", None)
+                src = getattr(teacher, "model", None) or next(iter(getattr(teacher, "members", [])), None)
+                teacher_dim = table.shape[-1] if table is not None else getattr(src, "feature_dim", None)
+            if teacher_dim is None or getattr(student, "feature_dim", None) is None:
+                raise ValueError("penultimate distillation needs feature_dim on the student and the teacher")
+            self.weight = float(weight)
+            self.map = PenultimateDistillation(student.feature_dim, int(teacher_dim))
+
+        def forward(self, x, y, idx=None):
+            h = self.student.forward_features(x)
+            logits = self.student.head(h)
+            h_t = self.teacher.member_logits(x, idx).mean(dim=1)
+            return logits, {"hard": F.cross_entropy(logits, y), "feat": self.weight * self.map(h, h_t)}
+
+
+_register()
