@@ -117,5 +117,7 @@ def machine_facts() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # other work on the machine slows a run down: the 1/5/15-minute load averages when this was written
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "packages": versions,
     }
