@@ -134,6 +134,7 @@ class _State:
     step_in_epoch: int = 0
     global_step: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0  # process CPU seconds (all threads): a load-independent measure of the work done
     seen: int = 0  # examples seen so far in this epoch
     sums: dict[str, float] = dataclasses.field(default_factory=dict)  # per-epoch loss sums
 
@@ -217,15 +218,19 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
         history, best = ck["history"], ck["best"]
         log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
 
-    def save_checkpoint() -> None:
+    def tick() -> None:
         st.elapsed += time.perf_counter() - seg_start[0]
-        seg_start[0] = time.perf_counter()
+        st.cpu += time.process_time() - seg_start[1]
+        seg_start[:] = [time.perf_counter(), time.process_time()]
+
+    def save_checkpoint() -> None:
+        tick()
         atomic_torch_save({"model": model.state_dict(), "method": distiller.extra_state(), "optimizer": opt.state_dict(),
                            "scheduler": sched.state_dict(), "rng": get_rng_state(), "aug_gen": aug_gen.get_state(),
                            "state": dataclasses.asdict(st), "history": history, "best": best,
                            "config": cfg.model_dump()}, ckpt_path)
 
-    seg_start = [time.perf_counter()]
+    seg_start = [time.perf_counter(), time.process_time()]
     test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
     x_all, y_all = train_data.x, train_data.y
     model.train()
@@ -306,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     }
     if teacher is not None:
         final["teacher_test"] = evaluate(teacher, splits.test.x, splits.test.y, batch_size=cfg.eval_batch_size)
-    st.elapsed += time.perf_counter() - seg_start[0]
+    tick()
     record = {
         "name": cfg.name,
         "config": cfg.model_dump(),
@@ -315,6 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
         "machine": machine_facts(),
         "dataset": {"name": splits.name, "train": len(train_data), "val": len(splits.val), "test": len(splits.test)},
         "wall_time_s": st.elapsed,
+        "cpu_time_s": st.cpu,
         "epochs": history,
         "final": final,
     }
