@@ -145,3 +145,19 @@ def test_bad_temperature_and_labels():
         dk.DistillationObjective(temperature=-1.0)
     with pytest.raises(Exception, match="temperature"):
         validate({"distill": {"teachers": ["x"], "temperature": 0}})
+
+
+def test_empty_dataset_and_bad_labels_are_clear_errors(tmp_path):
+    from darkknowledge.training import prepare_data
+
+    cfg = validate(_cfg(tmp_path / "e", epochs=1))
+    splits = prepare_data(cfg.data)
+    empty = type(splits.train)(splits.train.x[:0], splits.train.y[:0], splits.train.index[:0])
+    with pytest.raises(ValueError, match="empty"):
+        train(cfg, splits=type(splits)(empty, splits.val, splits.test, 10, "synthetic"), progress=False)
+    bad = type(splits.train)(splits.train.x, splits.train.y + 5, splits.train.index)
+    with pytest.raises(ValueError, match="out of range"):
+        train(cfg, splits=type(splits)(bad, splits.val, splits.test, 10, "synthetic"), progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train(validate(_cfg(tmp_path / "f", data={"dataset": "synthetic", "val_size": 2000, "include_classes": []})),
+              progress=False)

@@ -165,6 +165,8 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     # data
     splits = splits or prepare_data(cfg.data)
     train_data, n_cls = splits.train, splits.num_classes
+    if len(train_data) == 0 or len(splits.test) == 0:
+        raise ValueError(f"dataset {splits.name!r}: the training or test split is empty")
     if int(train_data.y.min()) < 0 or int(train_data.y.max()) >= n_cls:
         raise ValueError(f"training labels out of range 0..{n_cls - 1}")
 
