@@ -96,9 +96,10 @@ def run_demo(out: str | Path = "results/demo", data_dir: str | None = None, quic
     text = (f"# darkknowledge demo ({dataset})\n\n{setup}\n\n{table}\n\n"
             f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one. "
             f"One seed ({seed}); epochs chosen on the validation split; test set used only for this table.\n\n"
-            f"Configs: `runs/*/run.json`. Training wall time {run_wall:.0f} s, CPU time {run_cpu:.0f} s (all "
-            f"threads; on {prov['machine']['cpu_count']} otherwise idle cores the wall time is about CPU time / "
-            f"{prov['machine']['torch_threads']}); load average at the end {prov['machine']['load_average']}. "
+            f"Configs: `runs/*/run.json`. Training wall time {run_wall:.0f} s, process CPU time {run_cpu:.0f} s "
+            f"(all {prov['machine']['torch_threads']} threads; both grow when other work shares the "
+            f"{prov['machine']['cpu_count']} cores — load average at the end: "
+            f"{', '.join(f'{v:.1f}' for v in prov['machine']['load_average'] or [])}). "
             f"Commit {prov['git_commit']}. Machine: {prov['machine']['cpu']}.\n")
     write_report(out, text)
     print("\n" + setup + "\n\n" + table + "\n")
