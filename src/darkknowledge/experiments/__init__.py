@@ -14,7 +14,7 @@ __all__ = ["register_experiment", "get_experiment", "list_experiments"]
 
 _EXPERIMENTS: dict[str, Callable[..., Any]] = {}
 # modules imported lazily so that `import darkknowledge` stays light
-_MODULES = {"demo": ".demo"}
+_MODULES = {"demo": ".demo", "hinton-mnist": ".hinton_mnist"}
 
 
 def register_experiment(name: str, module: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -1,0 +1,104 @@
+"""``darkknowledge reproduce hinton-mnist``: the bias-shift helper, and the quick suite end to end (with resume)."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from darkknowledge.experiments import get_experiment, list_experiments
+from darkknowledge.experiments.hinton_mnist import STAGES, apply_bias_shift, best_bias_shift, summary_keys
+
+
+def test_registered():
+    assert "hinton-mnist" in list_experiments()
+    assert callable(get_experiment("hinton-mnist"))
+
+
+def test_summary_keys_spelling():
+    keys = summary_keys()
+    assert "sweep_800_T2.5_errors" in keys and "sweep_30_T20_errors" in keys and "best_T_30" in keys
+    assert "reg3pct_soft_train_acc" in keys and "reg10pct_hard_test_acc" in keys and "gap_closed" in keys
+    assert len(keys) == len(set(keys)) == 5 + 27 + 3 + 7 + 12
+
+
+def test_apply_bias_shift_only_touches_given_classes():
+    z = torch.zeros(4, 5)
+    out = apply_bias_shift(z, [1, 3], -2.0)
+    assert torch.equal(out[:, [1, 3]], torch.full((4, 2), -2.0))
+    assert torch.equal(out[:, [0, 2, 4]], torch.zeros(4, 3))
+    assert torch.equal(z, torch.zeros(4, 5))  # not in place
+
+
+def test_best_bias_shift_recovers_an_offset_on_synthetic_logits():
+    g = torch.Generator().manual_seed(0)
+    n, k = 3000, 10
+    y = torch.randint(0, k, (n,), generator=g)
+    logits = torch.randn(n, k, generator=g)
+    logits[torch.arange(n), y] += 4.0  # a well-separated classifier ...
+    logits[:, 3] -= 5.0  # ... whose class-3 bias is 5 too low, as after a transfer set without 3s
+    before = int((logits.argmax(1) != y).sum())
+    shift, errs = best_bias_shift(logits, y, [3])
+    assert 3.5 <= shift <= 6.5
+    assert errs < before / 3
+    assert errs == int((apply_bias_shift(logits, [3], shift).argmax(1) != y).sum())
+    # two classes lowered together (the only-7s-and-8s correction)
+    logits2 = torch.randn(n, k, generator=g)
+    logits2[torch.arange(n), y] += 4.0
+    logits2[:, [7, 8]] += 6.0
+    shift2, errs2 = best_bias_shift(logits2, y, [7, 8])
+    assert -8.5 <= shift2 <= -4.0
+    assert errs2 < int((logits2.argmax(1) != y).sum()) / 3
+
+
+def test_best_bias_shift_breaks_ties_at_the_median():
+    # every shift in [-1, 1] is perfect here: the median of the plateau is 0
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 1])
+    shift, errs = best_bias_shift(logits, y, [1], grid=torch.linspace(-5, 5, 101))
+    assert errs == 0 and abs(shift) < 1e-6
+
+
+def test_unknown_stage_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        get_experiment("hinton-mnist")(out=tmp_path, quick=True, only="nope", progress=False)
+
+
+def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
+    run = get_experiment("hinton-mnist")
+    out = tmp_path / "hm"
+    t0 = time.perf_counter()
+    summary = run(out=out, data_dir=shared_data, quick=True, progress=False)
+    first = time.perf_counter() - t0
+    for k in summary_keys():
+        assert k in summary, k
+        assert set(summary[k]) >= {"mean", "std", "n", "values"}, k
+    assert json.loads((out / "summary.json").read_text()).keys() == summary.keys()
+    report = (out / "report.md").read_text()
+    for title in ("Stages 1–4", "teacher", "baseline", "distilled", "logit matching", "Stage 5", "Stage 6",
+                  "Stage 7", "Stage 8", "Wall time per stage", "tuned on test, as the paper did", "validation"):
+        assert title in report, title
+    for paper_number in ("67", "146", "74", "206", "133", "109", "47.3", "13.2", "44.5", "57.0"):
+        assert paper_number in report, paper_number
+    assert (out / "temperature.png").stat().st_size > 1000 and (out / "regulariser.png").stat().st_size > 1000
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["stage_wall_time_s"]["train"]) == set(STAGES)
+    assert 0 <= summary["omit3_errors_on3_before"]["mean"] <= 1010
+    assert (out / "runs" / "baseline" / "baseline_seed0" / "run.json").exists()
+
+    # a rerun reuses every finished run: fast, same numbers
+    t0 = time.perf_counter()
+    again = run(out=out, data_dir=shared_data, quick=True, progress=False)
+    assert again == summary
+    assert time.perf_counter() - t0 < max(0.5 * first, 20)
+
+    # a run whose record is gone (killed after its last checkpoint) resumes from checkpoint.pt, not from scratch
+    rec_path = out / "runs" / "baseline" / "baseline_seed0" / "run.json"
+    old = json.loads(rec_path.read_text())
+    rec_path.unlink()
+    only = run(out=out, data_dir=shared_data, quick=True, progress=False, only="baseline")
+    new = json.loads(rec_path.read_text())
+    assert new["final"]["test"] == old["final"]["test"] and new["epochs"] == old["epochs"]
+    assert only["baseline_errors"] == summary["baseline_errors"]
+    # --only still reports the other (cached) stages
+    assert only.keys() == summary.keys()
