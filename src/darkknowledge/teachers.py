@@ -58,15 +58,22 @@ class Teacher(nn.Module):
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def _members(self, x: Tensor, idx: Tensor | None) -> Tensor:
+        # inference mode skips autograd bookkeeping entirely; the small result is cloned outside it so
+        # that the loss may save it for the student's backward pass
+        with torch.inference_mode():
+            m = self.member_logits(x, idx).float()
+        return m.clone()
+
     @torch.no_grad()
     def soft_targets(self, x: Tensor, temperature: float, idx: Tensor | None = None) -> Tensor:
-        return combine_members(self.member_logits(x, idx).float(), temperature, self.combine)
+        return combine_members(self._members(x, idx), temperature, self.combine)
 
     @torch.no_grad()
     def logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         """A single logit vector: the member's own for one model; for an ensemble the log of its
         ``T = 1`` distribution (arithmetic) or the mean logit (geometric)."""
-        m = self.member_logits(x, idx).float()
+        m = self._members(x, idx)
         if m.shape[1] == 1:
             return m[:, 0]
         if self.combine == "geometric":
