@@ -1,0 +1,172 @@
+"""``darkknowledge reproduce subclass-cifar-2x5``: subclass distillation on CIFAR-2x5 (spec §11.2).
+
+CIFAR-10 classes 0–4 (airplane, automobile, bird, cat, deer) → class 0 and 5–9 (dog, frog, horse,
+ship, truck) → class 1; the 10 CIFAR labels are the hidden subclasses, used only for evaluation.
+**The images are the JPEG-compressed copy in ``../shared/data/cifar10-jpeg`` (quality 75, decoded
+with Pillow)**, so numbers are comparable between methods here, not with published CIFAR results.
+
+* Teacher: a ResNet-20-style net (``resnet_cifar``, registered here: 3 stages × ``n`` basic blocks,
+  widths ``w, 2w, 4w``; ``n = 3, w = 16`` is ResNet-20) with a 2 × 5 subclass head, ``CE + β·L_aux``
+  (β = 1, T_aux = 1), random crop (pad 4) + horizontal flip. The augmentation runs inside the model's
+  ``forward`` in training mode (``augment=True``), so the training engine needs no change.
+* Students: the smaller ``small_cnn`` (conv32-pool-conv64-pool-FC128, 3 input channels) from labels,
+  conventional, penultimate and subclass distillation (α = 0.5 on the soft term, T = 4), without
+  augmentation, so the teacher's outputs on the transfer set can be computed once.
+* SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule, batch 128; the epoch is selected
+  on a 5k validation split carved from the 50k training images.
+
+Same summary keys and report as ``subclass-mnist-2x5`` (no reference numbers: the paper's tables are
+not available here, spec §9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data import Splits, TensorData, train_val_split
+from ..models import register_model
+from ..transforms import random_crop_flip
+from . import register_experiment
+from .subclass_common import SUBCLASSES, Settings, coarse_2x5, subsample_train
+from .subclass_mnist_2x5 import STAGES, Texts, run_2x5
+
+NAME = "subclass-cifar-2x5"
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+__all__ = ["run", "NAME", "ResNetCifar", "cifar_settings", "cifar_2x5_splits"]
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.short(x))
+
+
+class ResNetCifar(nn.Module):
+    """ResNet-(6n+2) for 32×32 images (He et al. 2016 §4.2): conv3×3 → 3 stages of ``n`` basic blocks
+    with ``width, 2·width, 4·width`` channels (stride 2 between stages) → global average pool → linear.
+    ``n = 3, width = 16`` is ResNet-20. Shortcuts that change shape use a 1×1 convolution.
+    ``augment=True``: random crop (zero padding 4) + horizontal flip of each batch in training mode."""
+
+    def __init__(self, num_classes: int = 10, n: int = 3, width: int = 16, in_channels: int = 3,
+                 augment: bool = False):
+        super().__init__()
+        self.num_classes, self.augment = num_classes, augment
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        blocks, cin = [], width
+        for stage, w in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                blocks.append(_Block(cin, w, 2 if stage > 0 and i == 0 else 1))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = cin
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if self.training and self.augment:
+            x = random_crop_flip(x, 4)
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))
+
+
+register_model("resnet_cifar")(lambda **kw: ResNetCifar(**kw))
+
+
+def cifar_settings(quick: bool) -> Settings:
+    return Settings(
+        dataset="cifar10-jpeg-2x5",
+        teacher_model={"name": "subclass", "args": {"backbone": "resnet_cifar", "subclasses": SUBCLASSES,
+                                                     "n": 1 if quick else 3, "width": 8 if quick else 16,
+                                                     "augment": True}},
+        student_backbone={"name": "small_cnn", "args": {"in_channels": 3, "image_size": 32, "dropout": 0.3}},
+        epochs=1 if quick else 15, student_epochs=1 if quick else 15, batch_size=128,
+        optim={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+               "schedule": "cosine"},
+        data_note=("quick: 3k train / 500 val / 1k test images" if quick else
+                   "45k train / 5k val (carved from the 50k training images, split seed 0) / 10k test"),
+    )
+
+
+def cifar_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, Any]:
+    """The JPEG CIFAR-10 copy, normalised per channel, regrouped into 2×5 (fine labels kept aside)."""
+    from ..data.cifar import load_cifar10_splits
+
+    raw = load_cifar10_splits(data_dir)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+
+    def norm(x: Tensor) -> Tensor:
+        return ((x.float() / 255.0) - mean) / std
+
+    xtr, ytr = raw["train"]
+    xte, yte = raw["test"]
+    tr, va = train_val_split(len(ytr), 5000, 0)
+    full = TensorData(norm(xtr), ytr.long())
+    splits = Splits(full.subset(tr), full.subset(va), TensorData(norm(xte), yte.long()), 10, "cifar10-jpeg")
+    splits, fine = coarse_2x5(splits)
+    if quick:
+        splits, fine = subsample_train(splits, fine, 3000, seed=1)
+        g = torch.Generator().manual_seed(2)
+        kv = torch.randperm(len(splits.val), generator=g)[:500].sort().values
+        kt = torch.randperm(len(splits.test), generator=g)[:1000].sort().values
+        splits = dataclasses.replace(splits, val=splits.val.subset(kv), test=splits.test.subset(kt))
+        fine = dataclasses.replace(fine, val=fine.val[kv], test=fine.test[kt])
+    return splits, fine
+
+
+def cifar_texts(st: Settings, quick: bool, seeds: list[int]) -> Texts:
+    t = st.teacher_model["args"]
+    depth = 6 * t["n"] + 2
+    return Texts(
+        name=NAME, title="Subclass distillation on CIFAR-2x5",
+        intro=("Müller, Kornblith & Hinton (2020), CIFAR-2x5 (spec §11.2): CIFAR-10 classes 0–4 (airplane, automobile,\n"
+               "bird, cat, deer) → class 0, 5–9 (dog, frog, horse, ship, truck) → class 1; the 10 CIFAR classes are the\n"
+               "hidden subclasses. **The images are JPEG-compressed** (the quality-75 copy in\n"
+               "`../shared/data/cifar10-jpeg`, decoded with Pillow), so compare methods within this copy, not with\n"
+               "published CIFAR numbers.\n"
+               f"Fine-label order in the figures: {', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}."),
+        settings=f"""* Teacher: ResNet-{depth}-style (`resnet_cifar`, {t['n']} basic block(s) per stage, widths
+  {t['width']}/{2 * t['width']}/{4 * t['width']}, 1×1-conv shortcuts) → 10 subclass logits (2 × 5), loss
+  CE(class labels, logsumexp-grouped class logits) + β·L_aux, β = {st.beta}, T_aux = {st.aux_temperature};
+  random crop (pad 4) + horizontal flip.
+* Students: `small_cnn` conv32-pool-conv64-pool-FC128 (dropout 0.3), no augmentation (the teacher's outputs on the
+  transfer set are computed once). Conventional, penultimate (teacher's 64 pooled features) and subclass
+  distillation as in `subclass-mnist-2x5`: α = {st.alpha} weights the soft term, T = {st.temperature}.
+* SGD lr {st.optim['lr']}, momentum 0.9 (Nesterov), weight decay 5e-4, cosine schedule, batch {st.batch_size},
+  {st.epochs} epochs (teacher) / {st.student_epochs} (students); the epoch is selected on the validation split.
+* Data: {st.data_note}.""",
+        quick_note=("\n> **QUICK MODE** (CI smoke test): 3k training images, 1 epoch, a ResNet-8 with width 8, "
+                    f"{len(seeds)} seed(s). These numbers say nothing about the method.\n" if quick else ""),
+        reference={}, reference_header="reference (paper; not available here)",
+        teacher_label=f"teacher ResNet-{depth} (subclass head + aux loss)", student_kind="small CNN student",
+        fine_name="CIFAR class")
+
+
+@register_experiment(NAME)
+def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 1,
+        only: str | None = None, progress: bool = True) -> dict[str, Any]:
+    if only is not None and only not in STAGES:
+        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
+    st = cifar_settings(quick)
+    splits, fine = cifar_2x5_splits(data_dir, quick)
+    seed_list = list(range(seeds))
+    return run_2x5(Path(out), st, splits, fine, quick, seed_list, only, progress, cifar_texts(st, quick, seed_list))
