@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..utils import atomic_write_bytes
 from . import common as _common
 from .common import ChecksumError, DatasetNotFoundError, RemoteFile, locate_files, sha256_file
 
@@ -271,17 +272,9 @@ def _load_cache(path: Path, sha256: str, expected_n: int | None) -> tuple[np.nda
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 _T = TypeVar("_T")

@@ -49,6 +49,7 @@ from ..data import Splits, TensorData
 from ..data.clickthrough import ClickthroughConfig, ClickthroughWorld
 from ..data.criteo import NUM_CAT, criteo_features
 from ..methods import create_method
+from ..metrics import predict_logits
 from ..models import create_model, load_model, register_model
 from ..report import markdown_table, write_report, write_summary
 from ..subclass import subclass_nmi, subclass_usage
@@ -187,13 +188,8 @@ def binary_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"logloss": ll, "auc": float(roc_auc_score(y, p))}
 
 
-@torch.no_grad()
 def _predict(model: nn.Module, x: Tensor, bs: int = 20000) -> Tensor:
-    was = model.training
-    model.eval()
-    out = torch.cat([model(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
-    model.train(was)
-    return out
+    return predict_logits(model, x, bs)
 
 
 def _student_model(st: CtrSettings, method: str) -> nn.Module:
