@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "TrainConfig",
-           "load_config", "apply_overrides", "parse_overrides"]
+           "load_config", "apply_overrides", "parse_overrides", "same_config"]
 
 
 class ConfigError(ValueError):
@@ -114,6 +114,10 @@ class TrainConfig(_Strict):
     checkpoint_every_steps: int = 0
     #: metric on the validation split that selects the reported model
     select_metric: Literal["accuracy", "nll"] = "accuracy"
+    #: "bf16": the training forward runs under CPU bf16 autocast (losses stay fp32; evaluation is fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: channels_last memory format for the model and 4-d image batches (faster convolutions on CPU)
+    channels_last: bool = False
 
     @field_validator("epochs", "batch_size", "eval_batch_size")
     @classmethod
@@ -213,3 +217,16 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: the top level must be a mapping")
     cfg = validate(data, TrainConfig, str(path or "(defaults)"))
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def same_config(recorded: dict[str, Any] | None, cfg: TrainConfig) -> bool:
+    """Whether a config recorded in a run file or checkpoint is ``cfg``. The recorded dict is validated
+    first, so keys added to :class:`TrainConfig` later (at their defaults) do not count as a change."""
+    if not isinstance(recorded, dict):
+        return False
+    if recorded == cfg.model_dump():
+        return True
+    try:
+        return TrainConfig.model_validate(recorded).model_dump() == cfg.model_dump()
+    except ValidationError:
+        return False

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .utils import fp32
+
 __all__ = [
     "soft_targets",
     "distillation_loss",
@@ -59,12 +61,14 @@ def _check_pair(student: Tensor, teacher: Tensor, tname: str = "teacher_logits")
         )
 
 
+@fp32
 def soft_targets(logits: Tensor, temperature: float) -> Tensor:
     """``softmax(logits / T)`` along the last dimension (paper Eq. 1)."""
     t = check_temperature(temperature)
     return F.softmax(logits / t, dim=-1)
 
 
+@fp32
 def distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor | None = None,
@@ -109,6 +113,7 @@ def distillation_loss(
     return loss * (t * t) if scale_t2 else loss
 
 
+@fp32
 def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: bool = True) -> Tensor:
     """Caruana et al.'s logit regression: ``mean_b ½ Σ_i (z_i − v_i)²``.
 
@@ -123,6 +128,7 @@ def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: 
     return 0.5 * (z - v).pow(2).sum(dim=-1).mean()
 
 
+@fp32
 def hard_loss(student_logits: Tensor, labels: Tensor) -> Tensor:
     """Ordinary cross-entropy with the true labels at ``T = 1`` (batch mean), with range checks."""
     check_logits(student_logits, "student_logits")

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from .utils import fp32
+
 __all__ = [
     "subclass_to_class_logits",
     "subclass_auxiliary_loss",
@@ -113,6 +115,7 @@ def _check_labels(labels: Tensor, batch: int, num_classes: int) -> None:
 # grouping and the auxiliary loss
 
 
+@fp32
 def subclass_to_class_logits(subclass_logits: Tensor, num_classes: int) -> Tensor:
     """Group ``[B, n·s]`` subclass logits into ``[B, n]`` class logits by logsumexp (§2).
 
@@ -127,6 +130,7 @@ def subclass_to_class_logits(subclass_logits: Tensor, num_classes: int) -> Tenso
     return torch.logsumexp(subclass_logits.reshape(b, int(num_classes), s), dim=-1)
 
 
+@fp32
 def subclass_auxiliary_loss(subclass_logits: Tensor, temperature: float = 1.0, eps: float = 1e-9) -> Tensor:
     """The teacher's auxiliary loss of §3 (official ``negative_sampling_loss``).
 
@@ -193,6 +197,7 @@ class SubclassHead(nn.Linear):
         return f"{super().extra_repr()}, num_classes={self.num_classes}, subclasses={self.subclasses}"
 
 
+@fp32
 def subclass_teacher_loss(
     subclass_logits: Tensor,
     labels: Tensor,
@@ -223,6 +228,7 @@ def subclass_teacher_loss(
     return total, {"ce": ce.detach(), "aux": aux.detach()}
 
 
+@fp32
 def _soft_ce(student_logits: Tensor, teacher_logits: Tensor, t: float) -> Tensor:
     """``T² · mean_b Σ_j −softmax(sg(v)/T)_j · log_softmax(z/T)_j`` (mean over the batch only)."""
     p = F.softmax(teacher_logits.detach() / t, dim=-1)
@@ -230,6 +236,7 @@ def _soft_ce(student_logits: Tensor, teacher_logits: Tensor, t: float) -> Tensor
     return -(p * log_q).sum(dim=-1).mean() * (t * t)
 
 
+@fp32
 def subclass_distillation_loss(
     student_sub: Tensor,
     teacher_sub: Tensor,
@@ -272,6 +279,7 @@ def subclass_distillation_loss(
     return a * soft + (1.0 - a) * hard, parts
 
 
+@fp32
 def conventional_class_distillation_loss(
     student_class_logits: Tensor,
     teacher_sub: Tensor,
@@ -334,8 +342,9 @@ class PenultimateDistillation(nn.Module):
         self.teacher_dim = teacher_dim
         self.proj = nn.Linear(student_dim, teacher_dim, bias=bias)
 
+    @fp32
     def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
-        """``mean_b ½ ‖W h_s + c − sg(h_t)‖²``."""
+        """``mean_b ½ ‖W h_s + c − sg(h_t)‖²`` (in float32 under autocast)."""
         _check_2d(student_features, "student_features")
         _check_2d(teacher_features, "teacher_features")
         if student_features.shape[1] != self.student_dim or teacher_features.shape[1] != self.teacher_dim:
@@ -351,6 +360,7 @@ class PenultimateDistillation(nn.Module):
         diff = self.proj(student_features) - teacher_features.detach()
         return 0.5 * diff.pow(2).sum(dim=1).mean()
 
+    @fp32
     def loss(
         self,
         student_features: Tensor,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .cache import cached_teacher
-from .config import DataConfig, DistillConfig, OptimConfig, TrainConfig
+from .config import DataConfig, DistillConfig, OptimConfig, TrainConfig, same_config
 from .data import Splits, load_dataset
 from .methods import Distiller, create_method, get_method
 from .metrics import evaluate, predict_logits
@@ -175,6 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     model = create_model(cfg.model.name, **model_args)
     if getattr(model, "num_classes", n_cls) != n_cls:
         raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     # method and teacher: the live teacher (class logits) is used for evaluation; the method's teacher
     # serves what the method needs, cached when the transfer set is not augmented
@@ -206,7 +208,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
 
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
-        if ck.get("config") != cfg.model_dump():
+        if not same_config(ck.get("config"), cfg):
             changed = sorted(k for k in cfg.model_dump() if ck.get("config", {}).get(k) != cfg.model_dump()[k])
             raise RunExistsError(f"{ckpt_path} was written with a different config (differs in: {', '.join(changed)}); "
                                  f"resume with the same config or choose another out_dir")
@@ -251,8 +253,11 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
             where = (f"at epoch {st.epoch + 1}, step {step + 1} (global step {st.global_step + 1}), batch of "
                      f"dataset indices {train_data.index[idx[:8]].tolist()}...; the last good checkpoint "
                      f"{ckpt_path if ckpt_path.exists() else '(none yet)'} is kept")
+            if cfg.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             try:
-                logits, losses = distiller(x, y, idx)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    logits, losses = distiller(x, y, idx)
             except FloatingPointError as e:
                 raise TrainingDivergedError(f"{e} {where}") from e
             loss = sum(losses.values())

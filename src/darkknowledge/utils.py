@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import os
@@ -9,11 +11,39 @@ import platform
 import random
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _upcast(a: Any) -> Any:
+    if isinstance(a, torch.Tensor) and a.dtype in (torch.bfloat16, torch.float16):
+        return a.float()
+    return a
+
+
+def fp32(fn: _F) -> _F:
+    """Run a loss in float32 even inside ``torch.autocast``: half-precision tensor arguments are
+    upcast and autocast is switched off for the call (softmax, logsumexp and the aux loss's
+    normalisation need fp32). Outside autocast the call is unchanged."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        devices = [d for d in ("cpu", "cuda") if (d == "cpu" or torch.cuda.is_available())
+                   and torch.is_autocast_enabled(d)]
+        if not devices:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in devices:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*[_upcast(a) for a in args], **{k: _upcast(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, validate
+from ..config import TrainConfig, same_config, validate
 from ..data import Splits
 from ..training import train
 
@@ -26,7 +26,7 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, 
     if rec_path.exists():
         try:
             rec = json.loads(rec_path.read_text())
-            if rec.get("config") == cfg.model_dump():
+            if same_config(rec.get("config"), cfg):
                 return rec
         except (OSError, json.JSONDecodeError):
             pass

@@ -12,8 +12,10 @@ with Pillow)**, so numbers are comparable between methods here, not with publish
 * Students: the smaller ``small_cnn`` (conv32-pool-conv64-pool-FC128, 3 input channels) from labels,
   conventional, penultimate and subclass distillation (α = 0.5 on the soft term, T = 4), without
   augmentation, so the teacher's outputs on the transfer set can be computed once.
-* SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule, batch 128; the epoch is selected
-  on a 5k validation split carved from the 50k training images.
+* SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule, batch 128, 30 teacher / 15 student
+  epochs; the epoch is selected on a 5k validation split carved from the 50k training images.
+* Training forwards run under bf16 autocast with channels_last tensors (≈2.6× faster for the ResNet on
+  this CPU); every loss is computed in fp32 and evaluation (incl. the cached teacher outputs) is fp32.
 
 Same summary keys and report as ``subclass-mnist-2x5`` (no reference numbers: the paper's tables are
 not available here, spec §9).
@@ -98,7 +100,8 @@ def cifar_settings(quick: bool) -> Settings:
                                                      "n": 1 if quick else 3, "width": 8 if quick else 16,
                                                      "augment": True}},
         student_backbone={"name": "small_cnn", "args": {"in_channels": 3, "image_size": 32, "dropout": 0.3}},
-        epochs=1 if quick else 15, student_epochs=1 if quick else 15, batch_size=128,
+        epochs=1 if quick else 30, student_epochs=1 if quick else 15, batch_size=128,
+        precision="bf16", channels_last=True,
         optim={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
                "schedule": "cosine"},
         data_note=("quick: 3k train / 500 val / 1k test images" if quick else
@@ -153,6 +156,8 @@ def cifar_texts(st: Settings, quick: bool, seeds: list[int]) -> Texts:
   distillation as in `subclass-mnist-2x5`: α = {st.alpha} weights the soft term, T = {st.temperature}.
 * SGD lr {st.optim['lr']}, momentum 0.9 (Nesterov), weight decay 5e-4, cosine schedule, batch {st.batch_size},
   {st.epochs} epochs (teacher) / {st.student_epochs} (students); the epoch is selected on the validation split.
+* Training forwards under {st.precision} autocast{' with channels_last' if st.channels_last else ''}; losses,
+  evaluation and the cached teacher outputs in fp32.
 * Data: {st.data_note}.""",
         quick_note=("\n> **QUICK MODE** (CI smoke test): 3k training images, 1 epoch, a ResNet-8 with width 8, "
                     f"{len(seeds)} seed(s). These numbers say nothing about the method.\n" if quick else ""),

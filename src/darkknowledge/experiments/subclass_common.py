@@ -102,6 +102,8 @@ class Settings:
     aux_temperature: float = 1.0
     penultimate_weight: float = 1.0
     threads: int = 1
+    precision: str = "fp32"  # "bf16": training forward under CPU bf16 autocast (losses and evaluation in fp32)
+    channels_last: bool = False
     data_note: str = ""  # informational (the splits are built by the experiment and passed in)
     optim: dict[str, Any] | None = None  # default: Adam(lr), constant
 
@@ -120,7 +122,7 @@ def mnist_settings(quick: bool) -> Settings:
 def _base(st: Settings, name: str, out_dir: Path, seed: int, epochs: int) -> dict[str, Any]:
     optim = st.optim or {"name": "adam", "lr": st.lr, "schedule": "constant"}
     return {"name": name, "seed": seed, "epochs": epochs, "batch_size": st.batch_size, "threads": st.threads,
-            "eval_batch_size": 1000, "optim": optim,
+            "eval_batch_size": 1000, "optim": optim, "precision": st.precision, "channels_last": st.channels_last,
             "data": {"dataset": st.dataset},
             "out_dir": str(out_dir)}
 
