@@ -125,3 +125,18 @@ def test_scientific_notation_in_model_args():
 def test_infinite_temperature_rejected():
     with pytest.raises(ConfigError, match="temperature"):
         load_config(None, ["distill.teachers=[a]", "distill.temperature=.inf"])
+
+
+def test_same_config_ignores_where_the_data_lives_but_not_what_it_is():
+    """The same files found through ``--data-dir`` or ``$DARKKNOWLEDGE_DATA`` are the same run; another
+    dataset, split or subset is not."""
+    from darkknowledge.config import same_config, validate
+
+    cfg = validate({"data": {"dataset": "mnist", "data_dir": None, "val_size": 5000}})
+    rec = cfg.model_dump()
+    rec["data"] = {**rec["data"], "data_dir": "/elsewhere/shared/data"}
+    assert same_config(rec, cfg)
+    for key, value in (("dataset", "digits"), ("val_size", 1000), ("split_seed", 3), ("fraction", 0.5)):
+        other = cfg.model_dump()
+        other["data"] = {**other["data"], key: value}
+        assert not same_config(other, cfg), key

@@ -102,3 +102,31 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     assert only["baseline_errors"] == summary["baseline_errors"]
     # --only still reports the other (cached) stages
     assert only.keys() == summary.keys()
+
+    # a fresh clone holds the run records and evaluation caches but no weights or checkpoints:
+    # it re-renders every stage without training and gets the same numbers
+    def strip(what: tuple[str, ...]) -> None:
+        for f in list((out / "runs").rglob("*")):
+            if f.name in what or f.suffix in (".safetensors", ".pt"):
+                f.unlink()
+
+    import darkknowledge.experiments.runner as runner
+
+    strip(())
+    real_train = runner.train
+
+    def no_train(*a, **k):
+        raise AssertionError("a cached suite must re-render without training")
+
+    runner.train = no_train
+    try:
+        assert run(out=out, data_dir=shared_data, quick=True, progress=False) == summary
+    finally:
+        runner.train = real_train
+    # without the evaluation caches, the runs whose weights stages 6–7 need (and their teacher) are
+    # retrained from scratch; training is deterministic, so the numbers do not move
+    strip(("eval.json",))
+    assert run(out=out, data_dir=shared_data, quick=True, progress=False) == summary
+    assert (out / "runs" / "omit3" / "omit3_seed0" / "best.safetensors").exists()
+    assert (out / "runs" / "teacher" / "teacher_seed0" / "best.safetensors").exists()
+    assert not (out / "runs" / "baseline" / "baseline_seed0" / "best.safetensors").exists()  # not needed: not rebuilt

@@ -143,3 +143,29 @@ def test_criteo_loader_on_real_sample(tmp_path):
     res = criteo_sample_check(SHARED_DATA)
     assert res["rows"] == 1000 and res["clicks"] == 205
     assert math.isfinite(res["heldout_logloss"]) and 0 <= res["heldout_auc"] <= 1
+
+
+def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch):
+    """Committed results hold records and ``eval.json`` caches, never weights: the report re-renders
+    without training; without the caches, the needed runs are retrained to the same numbers."""
+    import darkknowledge.experiments.runner as runner
+
+    out = results / "subclass-mnist-2x5"
+    if not (out / "summary.json").exists():
+        _run("subclass-mnist-2x5", out, shared_data)
+    before = json.loads((out / "summary.json").read_text())
+
+    def strip(names: tuple[str, ...]) -> None:
+        for f in list((out / "runs-quick").rglob("*")):
+            if f.name in names or f.suffix in (".safetensors", ".pt"):
+                f.unlink()
+
+    strip(())
+    with monkeypatch.context() as m:
+        m.setattr(runner, "train", lambda *a, **k: pytest.fail("re-rendering must not train"))
+        _run("subclass-mnist-2x5", out, shared_data)
+    assert json.loads((out / "summary.json").read_text()) == before
+    strip(("eval.json",))
+    _run("subclass-mnist-2x5", out, shared_data)
+    assert json.loads((out / "summary.json").read_text()) == before
+    assert (out / "runs-quick" / "teacher_seed0" / "best.safetensors").exists()

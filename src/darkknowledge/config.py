@@ -219,10 +219,24 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
+def _identity(dump: dict[str, Any]) -> dict[str, Any]:
+    """A config dump without what does not change a run: where the dataset files live (they are
+    checked by sha256 wherever they are found)."""
+    return {**dump, "data": {**dump.get("data", {}), "data_dir": None}}
+
+
 def same_config(recorded: dict[str, Any] | None, cfg: TrainConfig) -> bool:
     """Whether a config recorded in a run file or checkpoint is ``cfg``. The recorded dict is validated
-    first, so keys added to :class:`TrainConfig` later (at their defaults) do not count as a change."""
+    first, so keys added to :class:`TrainConfig` later (at their defaults) do not count as a change;
+    ``data.data_dir`` is ignored (the same files found through ``--data-dir`` or ``$DARKKNOWLEDGE_DATA``)."""
     if not isinstance(recorded, dict):
+        return False
+    mine = _identity(cfg.model_dump())
+    if isinstance(recorded.get("data"), dict) and _identity(recorded) == mine:
+        return True
+    try:
+        return _identity(TrainConfig.model_validate(recorded).model_dump()) == mine
+    except ValidationError:
         return False
     if recorded == cfg.model_dump():
         return True

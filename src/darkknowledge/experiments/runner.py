@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,26 +13,75 @@ from typing import Any
 from ..config import TrainConfig, same_config, validate
 from ..data import Splits
 from ..training import train
+from ..utils import atomic_write_json
 
-__all__ = ["run_cached", "Stage", "timed"]
+__all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed"]
+
+
+def finished_record(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run record of ``cfg`` in ``<out_dir>/run.json``, or ``None`` (absent, unreadable, other config)."""
+    cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
+    try:
+        rec = json.loads((Path(cfg.out_dir) / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and same_config(rec.get("config"), cfg) else None
 
 
 def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, progress: bool = True,
+               need_weights: bool = False, before_train: Callable[[], Any] | None = None,
                **kw: Any) -> dict[str, Any]:
     """Train ``cfg`` unless ``<out_dir>/run.json`` already holds a finished run of the same config.
 
-    A run killed half-way resumes from its last checkpoint (``resume=True``).
+    A run killed half-way resumes from its last checkpoint (``resume=True``). ``need_weights``: the
+    caller will load ``best.safetensors``, so a finished record without it (a fresh clone holds the
+    records, never the weights) is retrained from scratch; training is deterministic, and a retrained
+    run whose test errors differ from the old record's is reported. ``before_train`` runs only when
+    training is needed (e.g. to materialise a teacher's weights), never for a cached run.
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
-    rec_path = Path(cfg.out_dir) / "run.json"
-    if rec_path.exists():
-        try:
-            rec = json.loads(rec_path.read_text())
-            if same_config(rec.get("config"), cfg):
-                return rec
-        except (OSError, json.JSONDecodeError):
-            pass
-    return train(cfg, resume=True, splits=splits, progress=progress, **kw)
+    out_dir = Path(cfg.out_dir)
+    rec = finished_record(cfg)
+    if rec is not None and (not need_weights or (out_dir / "best.safetensors").exists()):
+        return rec
+    if before_train is not None:
+        before_train()
+    if rec is not None:
+        print(f"{out_dir}: finished record but no best.safetensors; retraining it from scratch", file=sys.stderr,
+              flush=True)
+    new = train(cfg, resume=True, splits=splits, progress=progress, **kw)
+    if rec is not None:
+        old_e = (rec.get("final") or {}).get("test", {}).get("errors")
+        new_e = (new.get("final") or {}).get("test", {}).get("errors")
+        if old_e != new_e:
+            print(f"{out_dir}: WARNING the retrained run has {new_e} test errors, the old record {old_e}",
+                  file=sys.stderr, flush=True)
+    return new
+
+
+def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()`` (a JSON-able evaluation of the run in ``out_dir``), cached in ``<out_dir>/eval.json``.
+
+    The cache entry is tied to the sha256 of the run's ``run.json``, so a retrained run is re-evaluated;
+    a committed cache lets a fresh clone re-render reports without the (uncommitted) weights.
+    """
+    out_dir = Path(out_dir)
+    digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
+    path = out_dir / "eval.json"
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("run_sha256") == digest and "value" in entry:
+        return entry["value"]
+    value = compute()  # may retrain the run (to get its weights back), so hash run.json afresh
+    digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
+    cache[key] = {"run_sha256": digest, "value": value}
+    atomic_write_json(path, cache)
+    return value
 
 
 class Stage:

@@ -20,8 +20,9 @@ from typing import Any
 
 from ..report import markdown_table, write_report, write_summary
 from . import register_experiment
-from .runner import Stage, run_cached
+from .runner import Stage, finished_record
 from .subclass_common import (
+    cached_subclass_eval,
     chance_levels,
     ensure_dir,
     fmt_pm,
@@ -30,8 +31,9 @@ from .subclass_common import (
     mnist_teacher_dir,
     pct,
     plt,
+    run_student,
     student_cfgs,
-    subclass_eval,
+    usage_figure,
     write_provenance,
 )
 from .subclass_mnist_2x5 import claim_text, mnist_teacher
@@ -75,9 +77,9 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
             for s in seed_list:
                 for tag, where, suffix in (("noaux", runs, "_beta0"), ("aux", aux_runs, "")):
                     cfg = student_cfgs(st, where, teachers[tag, s], s, suffix=suffix, which=("subclass",))["subclass"]
-                    rec = run_cached(cfg, splits=splits, progress=progress)
-                    ev = subclass_eval(Path(cfg["out_dir"]) / "best.safetensors", splits.test.x, splits.test.y,
-                                       fine.test)
+                    run_student(cfg, splits, progress)
+                    ev = cached_subclass_eval(cfg, splits, fine, progress)
+                    rec = finished_record(cfg)
                     evs.setdefault(f"{tag}_student", {})[s] = ev
                     values.setdefault(f"{tag}_subclass_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
                     values.setdefault(f"{tag}_student_subclass_recovery", []).append(pct(ev["recovery"]))
@@ -112,6 +114,10 @@ def _figure(out: Path, evs: dict[str, dict[int, dict[str, Any]]], seed: int) -> 
     fig.tight_layout()
     fig.savefig(out / "ablation.png", dpi=120)
     pyplot.close(fig)
+    usage_figure(out / "usage.png", [("teacher β = 1", evs["aux_teacher"][seed]),
+                                      ("teacher β = 0", evs["noaux_teacher"][seed]),
+                                      ("student of β = 0 teacher", evs["noaux_student"][seed])],
+                 "Subclass usage on the test set, with and without L_aux (first seed)")
 
 
 def _report(out, summary, values, chance, quick, seeds, prov, evs) -> None:
@@ -151,6 +157,8 @@ subclasses much less well.** {"It holds" if drop else "It does NOT hold"} in our
 For the students: {c_acc} (binary accuracy).
 
 ![ablation](ablation.png)
+
+![subclass usage histogram](usage.png)
 
 Seeds {seeds}; wall time {prov['wall_time_s']:.0f} s (stages: {stages}).
   Training time recorded in this experiment's own runs: {prov['run_wall_time_total_s'] / 60:.1f} min in total

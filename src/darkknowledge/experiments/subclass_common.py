@@ -28,8 +28,10 @@ from ..models import load_model
 from ..report import provenance
 from ..subclass import chance_subclass_recovery, subclass_nmi, subclass_recovery, subclass_usage
 from ..utils import atomic_write_json
+from .runner import cached_eval, run_cached
 
-__all__ = ["NUM_CLASSES", "SUBCLASSES", "FineLabels", "coarse_2x5", "mnist_2x5_splits", "teacher_cfg",
+__all__ = ["register_teacher", "ensure_teachers", "run_student", "cached_subclass_eval", "usage_figure",
+           "NUM_CLASSES", "SUBCLASSES", "FineLabels", "coarse_2x5", "mnist_2x5_splits", "teacher_cfg",
            "student_cfgs", "STUDENTS", "subclass_logits_of", "subclass_eval", "chance_levels", "mnist_settings",
            "mnist_teacher_dir", "pct", "fmt_pm", "write_provenance", "ensure_dir", "MNIST_REFERENCE"]
 
@@ -170,6 +172,43 @@ def student_cfgs(st: Settings, runs: Path, teacher_file: Path, seed: int, suffix
     return out
 
 
+# Teachers whose records may be committed without their weights: a student that has to train first
+# materialises its teachers' weights (deterministic retraining); cached students never touch them.
+_TEACHERS: dict[str, tuple[dict[str, Any], Any]] = {}
+
+
+def register_teacher(cfg: dict[str, Any], splits: Any) -> Path:
+    """Remember how to rebuild ``<out_dir>/best.safetensors``; returns that path."""
+    path = Path(cfg["out_dir"]) / "best.safetensors"
+    _TEACHERS[str(path)] = (cfg, splits)
+    return path
+
+
+def ensure_teachers(cfg: dict[str, Any], progress: bool = True) -> None:
+    """Make sure every registered teacher ``cfg`` distils from has its weights on disk."""
+    for t in (cfg.get("distill") or {}).get("teachers", []):
+        if not Path(t).exists() and t in _TEACHERS:
+            tcfg, tsplits = _TEACHERS[t]
+            run_cached(tcfg, splits=tsplits, progress=progress, need_weights=True)
+
+
+def run_student(cfg: dict[str, Any], splits: Any, progress: bool = True, need_weights: bool = False) -> dict[str, Any]:
+    """``run_cached`` for a run that may distil from registered teachers."""
+    return run_cached(cfg, splits=splits, progress=progress, need_weights=need_weights,
+                      before_train=lambda: ensure_teachers(cfg, progress))
+
+
+def cached_subclass_eval(cfg: dict[str, Any], splits: Any, fine: Any, progress: bool = True) -> dict[str, Any]:
+    """:func:`subclass_eval` of the run's selected model on the test split, cached in its ``eval.json``
+    (so committed results re-render without the weights; a miss retrains the run deterministically)."""
+
+    def compute() -> dict[str, Any]:
+        run_student(cfg, splits, progress, need_weights=True)
+        return subclass_eval(Path(cfg["out_dir"]) / "best.safetensors", splits.test.x, splits.test.y, fine.test)
+
+    return cached_eval(cfg["out_dir"], "subclass_eval_test", compute)
+
+
 def mnist_teacher_dir(out: Path, quick: bool) -> Path:
     """Where the MNIST-2x5 teacher runs live: ``<results>/subclass-mnist-2x5/runs[-quick]/`` beside ``out``,
     so ``subclass-data-efficiency`` and ``subclass-ablation`` reuse ``subclass-mnist-2x5``'s teachers."""
@@ -289,3 +328,28 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def usage_figure(path: Path, evals: Sequence[tuple[str, dict[str, Any]]], title: str,
+                 subclasses: int = SUBCLASSES) -> None:
+    """Subclass-usage histogram: the share of test examples whose argmax is each of the ``n·s``
+    subclasses, one bar group per model (``evals``: ``(label, subclass_eval result)``)."""
+    pyplot = plt()
+    k = len(evals[0][1]["counts"])
+    width = 0.8 / len(evals)
+    fig, ax = pyplot.subplots(figsize=(7, 3.4))
+    for i, (label, ev) in enumerate(evals):
+        c = np.asarray(ev["counts"], dtype=float)
+        ax.bar(np.arange(k) + (i - (len(evals) - 1) / 2) * width, 100 * c / max(c.sum(), 1), width,
+               label=f"{label} ({ev['num_used']} used)")
+    ax.axhline(100 / k, color="grey", ls=":", lw=1, label="uniform")
+    for b in range(subclasses, k, subclasses):
+        ax.axvline(b - 0.5, color="k", lw=0.8)
+    ax.set_xticks(range(k))
+    ax.set_xlabel(f"predicted subclass (blocks of {subclasses} per class)")
+    ax.set_ylabel("% of test examples")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot.close(fig)

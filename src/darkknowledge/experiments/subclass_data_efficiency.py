@@ -22,7 +22,7 @@ import numpy as np
 
 from ..report import markdown_table, write_report, write_summary
 from . import register_experiment
-from .runner import Stage, run_cached
+from .runner import Stage
 from .subclass_common import (
     ensure_dir,
     fmt_pm,
@@ -31,6 +31,7 @@ from .subclass_common import (
     mnist_teacher_dir,
     pct,
     plt,
+    run_student,
     student_cfgs,
     subsample_train,
     write_provenance,
@@ -81,7 +82,7 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
                 cfgs = student_cfgs(st, runs, teachers[s], s, suffix=f"_{p}pct", epochs=epochs[p], which=METHODS)
                 for m, cfg in cfgs.items():
                     cfg["data"]["fraction"] = p / 100
-                    rec = run_cached(cfg, splits=sub, progress=progress)
+                    rec = run_student(cfg, sub, progress)
                     values.setdefault(f"{m}_acc_{p}pct", []).append(pct(rec["final"]["test"]["accuracy"]))
             for m in ("scratch", "conventional"):
                 values[f"subclass_minus_{m}_{p}pct"] = list(

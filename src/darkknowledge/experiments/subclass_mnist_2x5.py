@@ -28,10 +28,11 @@ import numpy as np
 
 from ..report import markdown_table, write_report, write_summary
 from . import register_experiment
-from .runner import Stage, run_cached
+from .runner import Stage, finished_record, run_cached
 from .subclass_common import (
     MNIST_REFERENCE,
     Settings,
+    cached_subclass_eval,
     chance_levels,
     ensure_dir,
     fmt_pm,
@@ -39,9 +40,11 @@ from .subclass_common import (
     mnist_settings,
     pct,
     plt,
+    register_teacher,
+    run_student,
     student_cfgs,
-    subclass_eval,
     teacher_cfg,
+    usage_figure,
     write_provenance,
 )
 
@@ -60,9 +63,9 @@ def mnist_teacher(st: Settings, runs: Path, seed: int, splits, fine, beta: float
     tag = "teacher" if beta == st.beta else f"teacher_beta{beta:g}"
     cfg = teacher_cfg(st, runs / f"{tag}_seed{seed}", seed, beta=beta)
     rec = run_cached(cfg, splits=splits, progress=progress)
-    path = Path(cfg["out_dir"]) / "best.safetensors"
-    ev = subclass_eval(path, splits.test.x, splits.test.y, fine.test)
-    return rec, path, ev
+    path = register_teacher(cfg, splits)
+    ev = cached_subclass_eval(cfg, splits, fine, progress=progress)
+    return finished_record(cfg) or rec, path, ev
 
 
 def claim_text(a: str, b: str, va: list[float], vb: list[float], unit: str = "points") -> str:
@@ -159,14 +162,15 @@ def run_2x5(out: Path, st: Settings, splits, fine, quick: bool, seed_list: list[
     with Stage("students", times):
         for s in seed_list:
             for name, cfg in student_cfgs(st, runs, teachers[s], s).items():
-                rec = run_cached(cfg, splits=splits, progress=progress)
+                rec = run_student(cfg, splits, progress)
+                if name == "subclass":
+                    ev = cached_subclass_eval(cfg, splits, fine, progress)
+                    rec = finished_record(cfg) or rec  # the eval may have retrained it (deterministically)
                 recs.setdefault(name, {})[s] = rec
                 values.setdefault(f"{name}_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
                 if "agreement" in rec["final"]["test"]:
                     extra.setdefault(f"{name}_agreement", []).append(pct(rec["final"]["test"]["agreement"]))
                 if name == "subclass":
-                    ev = subclass_eval(Path(cfg["out_dir"]) / "best.safetensors", splits.test.x, splits.test.y,
-                                       fine.test)
                     student_evals[s] = ev
                     values.setdefault("student_subclass_recovery", []).append(pct(ev["recovery"]))
                     extra.setdefault("student_nmi", []).append(ev["nmi"])
@@ -218,6 +222,8 @@ def _figures(out: Path, summary: dict[str, Any], recs, teacher_ev, student_ev, t
     fig.tight_layout()
     fig.savefig(out / "subclasses.png", dpi=120)
     pyplot.close(fig)
+    usage_figure(out / "usage.png", [("teacher", teacher_ev), ("subclass student", student_ev)],
+                 "Subclass usage on the test set (first seed)")
     # 3. validation accuracy per epoch
     fig, ax = pyplot.subplots(figsize=(6.5, 3.6))
     for n in names:
@@ -313,6 +319,8 @@ First seed's teacher: {ev0['num_used']} of 10 subclasses used, normalised usage 
 ![accuracy](accuracy.png)
 
 ![subclasses vs {fn}s](subclasses.png)
+
+![subclass usage histogram](usage.png)
 
 ![validation curves](curves.png)
 
