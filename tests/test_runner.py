@@ -66,10 +66,13 @@ def test_missing_weights_retrain_deterministically_when_needed(trained, monkeypa
         _no_training(m)
         assert run_cached(cfg, progress=False)["final"] == rec["final"]
     assert not best.exists()
-    # needed: retrained from scratch, dependencies first, same weights and metrics
+    # needed: retrained from scratch, dependencies first, same weights and metrics, and the original
+    # record kept byte for byte (so evaluations cached against it stay valid)
+    rec_bytes = (Path(cfg["out_dir"]) / "run.json").read_bytes()
     calls = []
     new = run_cached(cfg, progress=False, need_weights=True, before_train=lambda: calls.append(1))
     assert calls == [1]
+    assert (Path(cfg["out_dir"]) / "run.json").read_bytes() == rec_bytes
     after = load_file(best)  # (not the bytes: safetensors writes its metadata in hash-map order)
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     assert read_model_meta(best) == before_meta
@@ -105,3 +108,30 @@ def test_cached_eval_follows_the_run_record(trained):
     (out / "eval.json").write_text("{not json")
     assert cached_eval(out, "k", compute) == {"n": 4}
     assert json.loads((out / "eval.json").read_text())["k"]["value"] == {"n": 4}
+
+
+def test_missing_weights_beside_a_stale_checkpoint_still_retrain_from_scratch(tmp_path):
+    """A leftover ``checkpoint.pt`` (from the end of the run) must not make the rebuild 'resume' past the
+    last epoch and skip writing ``best.safetensors``."""
+    cfg = _cfg(tmp_path / "r")
+    rec = run_cached(cfg, progress=False)
+    out = Path(cfg["out_dir"])
+    assert (out / "checkpoint.pt").exists()
+    (out / "best.safetensors").unlink()
+    again = run_cached(cfg, progress=False, need_weights=True)
+    assert (out / "best.safetensors").exists()
+    assert again["final"] == rec["final"]
+
+
+def test_cached_eval_version_bump_recomputes(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    assert cached_eval(out, "k", lambda: {"v": 1}) == {"v": 1}
+    assert cached_eval(out, "k", lambda: {"v": 2}) == {"v": 1}
+    assert cached_eval(out, "k", lambda: {"v": 3}, version=2) == {"v": 3}
+    # an entry written before versions existed counts as version 1
+    cache = json.loads((out / "eval.json").read_text())
+    cache["k"] = {"run_sha256": cache["k"]["run_sha256"], "value": {"v": 0}}
+    (out / "eval.json").write_text(json.dumps(cache))
+    assert cached_eval(out, "k", lambda: {"v": 9}) == {"v": 0}

@@ -169,3 +169,20 @@ def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch
     _run("subclass-mnist-2x5", out, shared_data)
     assert json.loads((out / "summary.json").read_text()) == before
     assert (out / "runs-quick" / "teacher_seed0" / "best.safetensors").exists()
+
+
+def test_clickthrough_rerenders_without_weights(results, monkeypatch):
+    import darkknowledge.experiments.runner as runner
+
+    out = results / "subclass-clickthrough"
+    data_dir = SHARED_DATA if os.path.isdir(os.path.join(SHARED_DATA, "criteo-sample")) else None
+    if not (out / "summary.json").exists():
+        _run("subclass-clickthrough", out, data_dir)
+    before = json.loads((out / "summary.json").read_text())
+    for f in list(out.rglob("*")):
+        if f.suffix in (".safetensors", ".pt"):
+            f.unlink()
+    with monkeypatch.context() as m:
+        m.setattr(runner, "train", lambda *a, **k: pytest.fail("re-rendering must not train"))
+        _run("subclass-clickthrough", out, data_dir)
+    assert json.loads((out / "summary.json").read_text()) == before

@@ -392,6 +392,7 @@ def stage_omit3(c: Ctx) -> StageResult:
                             "test_tuned_errors_on3": tuned[1]}}
 
     ev = cached_eval(cfg["out_dir"], "omit3_bias_shift", compute)
+    rec = finished_record(cfg) or rec  # compute() may have retrained the run
     r = StageResult(records=[rec])
     r.values.update(ev["values"])
     r.details = {**ev["details"], "transfer_set_size": rec["dataset"]["train"],
@@ -419,6 +420,7 @@ def stage_only78(c: Ctx) -> StageResult:
                             "val_error_rate_after": 100.0 * e["val_errors_after"] / len(e["val_y"])}}
 
     ev = cached_eval(cfg["out_dir"], "only78_bias_shift", compute)
+    rec = finished_record(cfg) or rec  # compute() may have retrained the run
     r = StageResult(records=[rec])
     r.values.update(ev["values"])
     r.details = {**ev["details"], "transfer_set_size": rec["dataset"]["train"],
@@ -586,17 +588,22 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
     t_recs = [r for r in t_recs if r]
     t_train = times.get("train", {}).get("teacher")
     teacher_time = f" (~{t_train / 60 / len(t_recs):.0f} min each here)" if t_train and t_recs else ""
-    teacher_val = (f": these runs select teachers with {min(map(_val_errors, t_recs))}–{max(map(_val_errors, t_recs))} "
-                   "validation errors" if t_recs else "")
+    vals = sorted(_val_errors(r) for r in t_recs)
+    span = "" if not vals else f"{vals[0]}" + (f"–{vals[-1]}" if vals[-1] != vals[0] else "")
+    teacher_val = ("" if not vals else f": these runs select teachers with {span} validation errors"
+                   + (", fewer than SGD's" if vals[-1] < 73 else ""))
+    speeds = [e["samples_per_s"] for r in t_recs for e in r["epochs"] if e.get("samples_per_s")]
+    teacher_speed = (f" trains at ~{sorted(speeds)[len(speeds) // 2] / 1000:.1f}k images/s on one core here (median "
+                     "over epochs)" if speeds else "")
     add("**Why these settings.** The paper gives no learning rates, epochs, dropout rates, max-norm value or "
         "hard-label weight for MNIST. The budget (the whole single-seed suite in < 2 h on 2 CPU cores) fixes "
-        "the epoch counts: the 1200-1200 teacher with dropout and shifts trains at ~3.5k images/s on one core, "
+        f"the epoch counts: the 1200-1200 teacher with dropout and shifts{teacher_speed}, "
         f"so it gets {s.teacher_epochs} epochs{teacher_time} and the headline students {s.student_epochs}. "
         "The teacher's optimiser was chosen on **validation** errors (5,000 held-out training images): "
         "an earlier full run with SGD (lr 0.1, momentum 0.9, max-norm 3.5, 30 epochs) selected teachers with "
         "73–77 validation errors (its run records are in commit dea71fb, `results/hinton-mnist/runs/teacher/`), "
-        "while a pilot of the recipe used here (Adam lr 1e-3, cosine, max-norm 15, as in `darkknowledge demo`) "
-        f"did better{teacher_val}. Dropout 0.5 / 0.2 (input) follow Hinton et al. "
+        "and the recipe used here (Adam lr 1e-3, cosine, max-norm 15, as in `darkknowledge demo`) replaced it"
+        f"{teacher_val}. Dropout 0.5 / 0.2 (input) follow Hinton et al. "
         "(2012). All students share one SGD recipe. A first attempt at lr 0.1 without warm-up diverged for two "
         "of three T = 20 students in their first epoch (training loss exploded, validation accuracy 10%): at "
         "T = 20 the T²-scaled soft term behaves like regression onto the teacher's large logits, whose "
@@ -832,9 +839,10 @@ def _shortfalls(summary: dict[str, Any], details: dict[str, Any], s: Settings) -
     if g and g[0] < g[1] and b and te and d:
         big = max(b["std"], d["std"])
         margin = b["mean"] - d["mean"]
-        met = margin > 3 * big or b["n"] < 2
+        met = margin > 0 and margin > 3 * big
         text = (f"Gap closed: {g[0]:.2f} vs {g[1]:.2f}. The distilled − baseline difference ({margin:.1f} errors) "
-                + (f"clears 3 standard deviations ({3 * big:.1f}), so the 3σ criterion holds, but the student "
+                + ("cannot be judged against seed-to-seed noise with one seed." if b["n"] < 2 or d["n"] < 2 else
+                   f"clears 3 standard deviations ({3 * big:.1f}), so the 3σ criterion holds, but the student "
                    f"recovers less of the teacher's {b['mean'] - te['mean']:.1f}-error advantage than the paper's "
                    "student did of its 79." if met else
                    f"is below 3 standard deviations ({3 * big:.1f}): the issue's 3σ criterion is not met. With our "
@@ -844,8 +852,8 @@ def _shortfalls(summary: dict[str, Any], details: dict[str, Any], s: Settings) -
         if late is not None:
             text += (f" Over the last 5 of {s.student_epochs} epochs the distilled students' validation errors "
                      f"changed by {late:+.1f} on average, so " + ("longer student training would still help."
-                                                                if late < -1 else "they had converged; a better "
-                                                                "teacher, not more student epochs, is what would help."))
+                                                                if late < -1 else "they had converged: more "
+                                                                "student epochs would not close the gap."))
         out.append(text)
     o_after, o3 = S("omit3_errors_after"), S("omit3_errors_on3_after")
     o = details.get("omit3", {})

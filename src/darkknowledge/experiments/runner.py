@@ -13,7 +13,7 @@ from typing import Any
 from ..config import TrainConfig, same_config, validate
 from ..data import Splits
 from ..training import train
-from ..utils import atomic_write_json
+from ..utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed"]
 
@@ -46,24 +46,45 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, 
         return rec
     if before_train is not None:
         before_train()
-    if rec is not None:
-        print(f"{out_dir}: finished record but no best.safetensors; retraining it from scratch", file=sys.stderr,
-              flush=True)
-    new = train(cfg, resume=True, splits=splits, progress=progress, **kw)
-    if rec is not None:
-        old_e = (rec.get("final") or {}).get("test", {}).get("errors")
-        new_e = (new.get("final") or {}).get("test", {}).get("errors")
-        if old_e != new_e:
-            print(f"{out_dir}: WARNING the retrained run has {new_e} test errors, the old record {old_e}",
-                  file=sys.stderr, flush=True)
+    if rec is None:
+        return train(cfg, resume=True, splits=splits, progress=progress, **kw)
+    # a finished record without its weights: retrain from scratch (not from a stale checkpoint)
+    print(f"{out_dir}: finished record but no best.safetensors; retraining it from scratch", file=sys.stderr,
+          flush=True)
+    rec_path = out_dir / "run.json"
+    old_bytes = rec_path.read_bytes()
+    for f in ("checkpoint.pt", "last.safetensors"):
+        (out_dir / f).unlink(missing_ok=True)
+    new = train(cfg, resume=False, splits=splits, progress=progress, **kw)
+    if new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new):
+        # the same run, reproduced: keep the original record (its timings, commit and machine), so that
+        # evaluations cached against it stay valid
+        atomic_write_bytes(rec_path, old_bytes)
+        return rec
+    old_e = (rec.get("final") or {}).get("test", {}).get("errors")
+    new_e = (new.get("final") or {}).get("test", {}).get("errors")
+    print(f"{out_dir}: WARNING the retrained run differs from its old record (test errors {old_e} then, "
+          f"{new_e} now); keeping the new record", file=sys.stderr, flush=True)
     return new
 
 
-def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _without_timing(old_epochs: Any, new: dict[str, Any]) -> Any:
+    """``old_epochs`` with each epoch's timing fields replaced by the new run's (they always differ)."""
+    new_epochs = new.get("epochs")
+    if not isinstance(old_epochs, list) or not isinstance(new_epochs, list) or len(old_epochs) != len(new_epochs):
+        return old_epochs
+    timing = ("samples_per_s", "wall_time_s", "cpu_time_s", "seconds")
+    return [{**o, **{k: n[k] for k in timing if k in n}} if isinstance(o, dict) else o
+            for o, n in zip(old_epochs, new_epochs)]
+
+
+def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, Any]],
+                version: int = 1) -> dict[str, Any]:
     """``compute()`` (a JSON-able evaluation of the run in ``out_dir``), cached in ``<out_dir>/eval.json``.
 
-    The cache entry is tied to the sha256 of the run's ``run.json``, so a retrained run is re-evaluated;
-    a committed cache lets a fresh clone re-render reports without the (uncommitted) weights.
+    The cache entry is tied to the sha256 of the run's ``run.json``, so a retrained run is re-evaluated,
+    and to ``version``, which a caller bumps when the evaluation itself changes; a committed cache lets a
+    fresh clone re-render reports without the (uncommitted) weights.
     """
     out_dir = Path(out_dir)
     digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
@@ -75,11 +96,12 @@ def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, A
     except (OSError, json.JSONDecodeError):
         cache = {}
     entry = cache.get(key)
-    if isinstance(entry, dict) and entry.get("run_sha256") == digest and "value" in entry:
+    if (isinstance(entry, dict) and entry.get("run_sha256") == digest and entry.get("version", 1) == version
+            and "value" in entry):
         return entry["value"]
     value = compute()  # may retrain the run (to get its weights back), so hash run.json afresh
     digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
-    cache[key] = {"run_sha256": digest, "value": value}
+    cache[key] = {"run_sha256": digest, "version": version, "value": value}
     atomic_write_json(path, cache)
     return value
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ from ..subclass import subclass_nmi, subclass_usage
 from ..teachers import CachedTeacher
 from ..utils import atomic_write_json, seed_everything
 from . import register_experiment
-from .runner import Stage, run_cached
+from .runner import Stage, cached_eval, run_cached
 from .subclass_common import ensure_dir, fmt_pm, plt, subclass_logits_of, write_provenance
 
 NAME = "subclass-clickthrough"
@@ -199,18 +200,21 @@ def _student_model(st: CtrSettings, method: str) -> nn.Module:
     return create_model("ctr_mlp", num_classes=2, **args)
 
 
-def train_student(st: CtrSettings, method: str, seed: int, splits: Splits, teacher_sub: Tensor | None,
-                  out_dir: Path) -> dict[str, Any]:
+def train_student(st: CtrSettings, method: str, seed: int, splits: Splits,
+                  teacher_sub: Tensor | Callable[[], Tensor] | None, out_dir: Path) -> dict[str, Any]:
     """Train one student for ``st.student_steps`` steps; evaluate test log loss/AUC every ``eval_every``.
 
-    ``teacher_sub``: the teacher's subclass logits on the training rows (looked up by row index).
-    Cached in ``out_dir/curve.json`` (reused when the config matches)."""
+    ``teacher_sub``: the teacher's subclass logits on the training rows (looked up by row index), or a
+    function that computes them (called only if the student has to train). Cached in
+    ``out_dir/curve.json`` (reused when the config matches)."""
     cfg = {"settings": dataclasses.asdict(st), "method": method, "seed": seed}
     f = out_dir / "curve.json"
     if f.exists():
         rec = json.loads(f.read_text())
         if rec.get("config") == json.loads(json.dumps(cfg)):
             return rec
+    if callable(teacher_sub):
+        teacher_sub = teacher_sub()
     t0 = time.perf_counter()
     if st.threads:
         torch.set_num_threads(st.threads)
@@ -321,23 +325,29 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
     base = binary_metrics(np.full(len(yt), float(splits.train.y.float().mean())), yt)
     target_ll = base["logloss"] - GAIN * (base["logloss"] - oracle["logloss"])
 
-    teacher_sub: dict[int, Tensor] = {}
+    teacher_sub: dict[int, Callable[[], Tensor]] = {}
     with Stage("teacher", times):
         for s in seed_list:
             cfg = _teacher_cfg(st, runs / f"teacher_seed{s}", s)
             run_cached(cfg, splits=splits, progress=progress)
-            model = load_model(Path(cfg["out_dir"]) / "best.safetensors")
-            teacher_sub[s] = subclass_logits_of(model, splits.train.x, 20000)
-            z_test = subclass_logits_of(model, splits.test.x, 20000)
-            met = binary_metrics(_click_prob(torch.logsumexp(z_test.view(len(yt), 2, -1), -1)), yt)
-            pred = z_test.argmax(1).numpy()
-            use = subclass_usage(pred, 2, st.subclasses)
-            for k, v in (("teacher_logloss", met["logloss"]), ("teacher_auc", met["auc"]),
-                         ("teacher_nmi_cell", subclass_nmi(pred, segs["test"].cell)),
-                         ("teacher_nmi_user", subclass_nmi(pred, segs["test"].user)),
-                         ("teacher_nmi_ad", subclass_nmi(pred, segs["test"].ad)),
-                         ("teacher_subclasses_used", use["num_used"])):
+
+            def teacher_model(cfg: dict[str, Any] = cfg) -> torch.nn.Module:
+                run_cached(cfg, splits=splits, progress=progress, need_weights=True)  # rebuilt if missing
+                return load_model(Path(cfg["out_dir"]) / "best.safetensors")
+
+            def evaluate(teacher_model: Callable[[], torch.nn.Module] = teacher_model) -> dict[str, Any]:
+                z_test = subclass_logits_of(teacher_model(), splits.test.x, 20000)
+                met = binary_metrics(_click_prob(torch.logsumexp(z_test.view(len(yt), 2, -1), -1)), yt)
+                pred = z_test.argmax(1).numpy()
+                return {"teacher_logloss": met["logloss"], "teacher_auc": met["auc"],
+                        "teacher_nmi_cell": subclass_nmi(pred, segs["test"].cell),
+                        "teacher_nmi_user": subclass_nmi(pred, segs["test"].user),
+                        "teacher_nmi_ad": subclass_nmi(pred, segs["test"].ad),
+                        "teacher_subclasses_used": subclass_usage(pred, 2, st.subclasses)["num_used"]}
+
+            for k, v in cached_eval(cfg["out_dir"], "ctr_teacher_test", evaluate).items():
                 values.setdefault(k, []).append(v)
+            teacher_sub[s] = lambda m=teacher_model: subclass_logits_of(m(), splits.train.x, 20000)
     curves: dict[str, list[list[dict[str, float]]]] = {}
     censored: dict[str, int] = {}
     if only in (None, "students"):

@@ -187,9 +187,13 @@ def register_teacher(cfg: dict[str, Any], splits: Any) -> Path:
 def ensure_teachers(cfg: dict[str, Any], progress: bool = True) -> None:
     """Make sure every registered teacher ``cfg`` distils from has its weights on disk."""
     for t in (cfg.get("distill") or {}).get("teachers", []):
-        if not Path(t).exists() and t in _TEACHERS:
-            tcfg, tsplits = _TEACHERS[t]
-            run_cached(tcfg, splits=tsplits, progress=progress, need_weights=True)
+        if Path(t).exists():
+            continue
+        if t not in _TEACHERS:
+            raise FileNotFoundError(f"{cfg['out_dir']}: its teacher's weights {t} are missing and no teacher run "
+                                    "is registered to rebuild them")
+        tcfg, tsplits = _TEACHERS[t]
+        run_cached(tcfg, splits=tsplits, progress=progress, need_weights=True)
 
 
 def run_student(cfg: dict[str, Any], splits: Any, progress: bool = True, need_weights: bool = False) -> dict[str, Any]:
