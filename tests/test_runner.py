@@ -73,6 +73,7 @@ def test_missing_weights_retrain_deterministically_when_needed(trained, monkeypa
     new = run_cached(cfg, progress=False, need_weights=True, before_train=lambda: calls.append(1))
     assert calls == [1]
     assert (Path(cfg["out_dir"]) / "run.json").read_bytes() == rec_bytes
+    assert not (Path(cfg["out_dir"]) / ".rebuild").exists()
     after = load_file(best)  # (not the bytes: safetensors writes its metadata in hash-map order)
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     assert read_model_meta(best) == before_meta
@@ -112,7 +113,7 @@ def test_cached_eval_follows_the_run_record(trained):
 
 def test_missing_weights_beside_a_stale_checkpoint_still_retrain_from_scratch(tmp_path):
     """A leftover ``checkpoint.pt`` (from the end of the run) must not make the rebuild 'resume' past the
-    last epoch and skip writing ``best.safetensors``."""
+    last epoch and skip writing ``best.safetensors``; a rebuild that differs from its record replaces it."""
     cfg = _cfg(tmp_path / "r")
     rec = run_cached(cfg, progress=False)
     out = Path(cfg["out_dir"])
@@ -121,6 +122,15 @@ def test_missing_weights_beside_a_stale_checkpoint_still_retrain_from_scratch(tm
     again = run_cached(cfg, progress=False, need_weights=True)
     assert (out / "best.safetensors").exists()
     assert again["final"] == rec["final"]
+    # a record the rebuild does not reproduce (here: doctored) is replaced by the rebuilt one, with a warning
+    doctored = json.loads((out / "run.json").read_text())
+    doctored["final"]["test"]["errors"] += 1
+    (out / "run.json").write_text(json.dumps(doctored))
+    (out / "best.safetensors").unlink()
+    fixed = run_cached(cfg, progress=False, need_weights=True)
+    assert fixed["final"] == rec["final"]
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk["final"] == rec["final"] and on_disk["config"]["out_dir"] == str(out)
 
 
 def test_cached_eval_version_bump_recomputes(tmp_path):

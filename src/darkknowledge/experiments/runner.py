@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any
 from ..config import TrainConfig, same_config, validate
 from ..data import Splits
 from ..training import train
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..utils import atomic_write_json
 
 __all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed"]
 
@@ -35,9 +37,11 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, 
 
     A run killed half-way resumes from its last checkpoint (``resume=True``). ``need_weights``: the
     caller will load ``best.safetensors``, so a finished record without it (a fresh clone holds the
-    records, never the weights) is retrained from scratch; training is deterministic, and a retrained
-    run whose test errors differ from the old record's is reported. ``before_train`` runs only when
-    training is needed (e.g. to materialise a teacher's weights), never for a cached run.
+    records, never the weights) is retrained from scratch in ``<out_dir>/.rebuild`` (resumable there),
+    whose weights are moved in only when it has finished. Training is deterministic: a rebuild that
+    reproduces the record keeps the original record; one that does not is reported and replaces it.
+    ``before_train`` runs only when training is needed (e.g. to materialise a teacher's weights), never
+    for a cached run.
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
     out_dir = Path(cfg.out_dir)
@@ -48,24 +52,28 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, 
         before_train()
     if rec is None:
         return train(cfg, resume=True, splits=splits, progress=progress, **kw)
-    # a finished record without its weights: retrain from scratch (not from a stale checkpoint)
+    # A finished record without its weights: rebuild them in <out_dir>/.rebuild (resumable there if killed),
+    # and move them in only once the rebuild has finished, so a half-trained best.safetensors never sits
+    # beside a finished record.
     print(f"{out_dir}: finished record but no best.safetensors; retraining it from scratch", file=sys.stderr,
           flush=True)
-    rec_path = out_dir / "run.json"
-    old_bytes = rec_path.read_bytes()
-    for f in ("checkpoint.pt", "last.safetensors"):
-        (out_dir / f).unlink(missing_ok=True)
-    new = train(cfg, resume=False, splits=splits, progress=progress, **kw)
-    if new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new):
-        # the same run, reproduced: keep the original record (its timings, commit and machine), so that
-        # evaluations cached against it stay valid
-        atomic_write_bytes(rec_path, old_bytes)
-        return rec
-    old_e = (rec.get("final") or {}).get("test", {}).get("errors")
-    new_e = (new.get("final") or {}).get("test", {}).get("errors")
-    print(f"{out_dir}: WARNING the retrained run differs from its old record (test errors {old_e} then, "
-          f"{new_e} now); keeping the new record", file=sys.stderr, flush=True)
-    return new
+    tmp = out_dir / ".rebuild"
+    new = train(cfg.model_copy(update={"out_dir": str(tmp)}), resume=True, splits=splits, progress=progress, **kw)
+    same = new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new)
+    for f in ("best.safetensors", "last.safetensors"):
+        if (tmp / f).exists():
+            os.replace(tmp / f, out_dir / f)
+    if not same:
+        old_e = (rec.get("final") or {}).get("test", {}).get("errors")
+        new_e = (new.get("final") or {}).get("test", {}).get("errors")
+        print(f"{out_dir}: WARNING the retrained run differs from its old record (test errors {old_e} then, "
+              f"{new_e} now); keeping the new record", file=sys.stderr, flush=True)
+        new["config"]["out_dir"] = str(out_dir)
+        atomic_write_json(out_dir / "run.json", new)
+    shutil.rmtree(tmp, ignore_errors=True)
+    # the same run, reproduced: the original record (its timings, commit and machine) stays, so that
+    # evaluations cached against it stay valid
+    return rec if same else new
 
 
 def _without_timing(old_epochs: Any, new: dict[str, Any]) -> Any:
