@@ -103,6 +103,9 @@ class Settings:
     student_warmup: float = 1.0
     #: "adam" (β = 0.9, 0.999) or "sgd" (momentum 0.9); both with a cosine schedule
     teacher_optim: str = "adam"
+    #: SGD teacher only: Nesterov momentum and a linear warm-up (epochs) before the cosine decay
+    teacher_nesterov: bool = False
+    teacher_warmup: float = 0.0
     temperature: float = 20.0
     w_soft: float = 1.0
     w_hard: float = 0.1
@@ -117,8 +120,8 @@ def settings_for(quick: bool) -> Settings:
         return Settings(quick=True, train_fraction=10_000 / 55_000, teacher_epochs=3, teacher_lr=1e-3,
                         teacher_max_norm=15.0, student_epochs=3, student_lr=0.05, sweep_epochs=1,
                         transfer_epochs=3, reg_epochs={1: 6, 3: 4, 10: 2})
-    return Settings(quick=False, train_fraction=1.0, teacher_epochs=40, teacher_lr=1e-3, teacher_max_norm=15.0,
-                    student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
+    return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=0.1, teacher_max_norm=3.5,
+                    teacher_optim="sgd", teacher_nesterov=True, teacher_warmup=2.0, student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
                     reg_epochs={1: 60, 3: 40, 10: 20})
 
 
@@ -208,7 +211,8 @@ class Ctx:
                 "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
                                                   "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
                 "data": self.data(augment_shift=2),
-                "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine"},
+                "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
+                          "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
                 "out_dir": str(self.runs / "teacher" / f"teacher_seed{seed}")}
 
     def teacher(self, seed: int) -> str:
