@@ -20,9 +20,9 @@ import time
 import torch
 
 from darkknowledge.losses import DistillationObjective
+from darkknowledge.methods import Distiller
 from darkknowledge.models import create_model
 from darkknowledge.teachers import CachedTeacher, ModelTeacher
-from darkknowledge.training import Distiller
 from darkknowledge.utils import machine_facts
 
 

@@ -1,21 +1,42 @@
-"""The benchmark script runs (no timing assertions: speed is measured in benchmarks/, not in tests)."""
+"""The benchmark scripts run and report self-consistent numbers (no speed targets: speed is measured in
+benchmarks/, not in tests). Every derived number is recomputed here from the raw rates it is made of."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _rate(x) -> float:
+    assert isinstance(x, float) and math.isfinite(x) and x > 0, x
+    return x
 
 
 def test_throughput_benchmark_runs(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--rounds", "1", "--steps", "2",
-                        "--batch-size", "16", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                        "--batch-size", "16", "--threads", "1", "--json", str(out)], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
-    assert set(res["samples_per_s"]) == {"plain", "cached", "live", "teacher_forward"}
-    assert res["cached_over_plain"] > 0 and res["live_over_ideal"] > 0
+    rates = {k: _rate(v) for k, v in res["samples_per_s"].items()}
+    assert set(rates) == {"plain", "cached", "live", "teacher_forward"}
+    st = res["settings"]
+    assert (st["batch_size"], st["steps"], st["rounds"], st["threads"]) == (16, 2, 1, 1)
+    # the ideal live rate is the harmonic combination of a student step and a teacher forward: below both
+    ideal = 1.0 / (1.0 / rates["plain"] + 1.0 / rates["teacher_forward"])
+    assert res["live_ideal_samples_per_s"] == pytest.approx(ideal, rel=1e-12)
+    assert ideal < min(rates["plain"], rates["teacher_forward"])
+    assert res["cached_over_plain"] == pytest.approx(rates["cached"] / rates["plain"], rel=1e-12)
+    assert res["live_over_ideal"] == pytest.approx(rates["live"] / ideal, rel=1e-12)
+    ideal_b = 1.0 / (1.0 / rates["cached"] + 1.0 / rates["teacher_forward"])
+    assert res["live_over_ideal_from_cached_step"] == pytest.approx(rates["live"] / ideal_b, rel=1e-12)
+    assert f"(b)/(a) = {res['cached_over_plain']:.3f}" in r.stdout
 
 
 def test_precision_benchmark_runs(tmp_path):
@@ -24,6 +45,14 @@ def test_precision_benchmark_runs(tmp_path):
                         "--batch-size", "8", "--threads", "1", "--json", str(out)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    res = json.loads(out.read_text())["results"]
+    rec = json.loads(out.read_text())
+    assert (rec["batch_size"], rec["steps"], rec["rounds"]) == (8, 1, 1)
+    res = rec["results"]
     assert set(res) == {"resnet20", "small_cnn"}
-    assert res["resnet20"]["fp32_vs_fp32"] == 1.0 and res["small_cnn"]["bf16+channels_last_samples_per_s"] > 0
+    variants = ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last")
+    for model, m in res.items():
+        assert set(m) == {f"{v}_samples_per_s" for v in variants} | {f"{v}_vs_fp32" for v in variants}, model
+        base = _rate(m["fp32_samples_per_s"])
+        for v in variants:
+            assert m[f"{v}_vs_fp32"] == pytest.approx(_rate(m[f"{v}_samples_per_s"]) / base, rel=1e-12), (model, v)
+            assert f"{model:10s} {v:20s} {m[f'{v}_samples_per_s']:8.0f} samples/s" in r.stdout, (model, v)

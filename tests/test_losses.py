@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import darkknowledge as dk
-from darkknowledge.training import Distiller
+from darkknowledge.methods import Distiller
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,9 @@ import torch
 import darkknowledge as dk
 from darkknowledge.config import TrainConfig, same_config, validate
 from darkknowledge.data import Splits, TensorData
+from darkknowledge.engine import train
 from darkknowledge.losses import distillation_loss, hard_loss, logit_matching_loss, soft_targets
 from darkknowledge.subclass import subclass_auxiliary_loss, subclass_distillation_loss, subclass_to_class_logits
-from darkknowledge.training import train
 
 
 def _autocast():

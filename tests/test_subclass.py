@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import darkknowledge.subclass as sc
+import darkknowledge.subclass.losses as sc
 from darkknowledge.subclass import (
     PenultimateDistillation,
     SubclassHead,

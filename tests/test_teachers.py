@@ -18,7 +18,7 @@ from torch import nn
 import darkknowledge as dk
 import darkknowledge.cache as dkcache
 from darkknowledge.cache import CacheError, StaleCacheError, cached_teacher, fingerprint, load_cache, save_cache
-from darkknowledge.training import Distiller
+from darkknowledge.methods import Distiller
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import darkknowledge as dk
 from darkknowledge.config import validate
-from darkknowledge.training import RunExistsError, TrainingDivergedError, train
+from darkknowledge.engine import RunExistsError, TrainingDivergedError, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,14 @@ def test_distillation_run_and_class_mismatch(tmp_path):
                    model={"name": "mlp", "args": {"in_features": 64, "hidden": [32]}},
                    distill={"teachers": [tfile, tfile], "temperature": 4.0, "w_hard": 0.0})
     rec = train(validate(student), progress=False)
-    assert 0 <= rec["final"]["test"]["agreement"] <= 1
+    # agreement and the teacher's test metrics, recomputed here from the saved files
+    splits = dk.engine.prepare_data(validate(student).data)
+    s_pred = dk.load_model(tmp_path / "student" / "best.safetensors").eval()(splits.test.x).argmax(1)
+    t_model = dk.load_model(tfile).eval()
+    t_logits = t_model(splits.test.x)  # a two-member ensemble of one file: its T = 1 distribution is the member's
+    assert rec["final"]["test"]["agreement"] == pytest.approx(float((s_pred == t_logits.argmax(1)).float().mean()))
+    assert rec["final"]["teacher_test"]["errors"] == int((t_logits.argmax(1) != splits.test.y).sum())
+    assert rec["teacher_sha256"] == [dk.data.common.sha256_file(tfile)] * 2
     assert (tmp_path / "student" / "teacher_cache.safetensors").exists()
     # a teacher with 5 classes for a 10-class student: error before training starts
     bad = dk.create_model("mlp", in_features=64, hidden=[8], num_classes=5)
@@ -121,7 +128,7 @@ def test_distillation_run_and_class_mismatch(tmp_path):
 
 def test_nan_input_stops_with_step_and_keeps_checkpoint(tmp_path):
     """A NaN reaching the logits stops training naming epoch, step and batch; the last checkpoint survives."""
-    from darkknowledge.training import epoch_order, prepare_data
+    from darkknowledge.engine import epoch_order, prepare_data
 
     cfg = validate(_cfg(tmp_path / "nan", epochs=2, checkpoint_every_steps=20))
     splits = prepare_data(cfg.data)
@@ -148,7 +155,7 @@ def test_bad_temperature_and_labels():
 
 
 def test_empty_dataset_and_bad_labels_are_clear_errors(tmp_path):
-    from darkknowledge.training import prepare_data
+    from darkknowledge.engine import prepare_data
 
     cfg = validate(_cfg(tmp_path / "e", epochs=1))
     splits = prepare_data(cfg.data)

@@ -5,12 +5,12 @@ Müller, Kornblith & Hinton (2020), "Subclass Distillation".
 """
 
 from .config import ConfigError, TrainConfig, load_config
+from .engine import TrainingDivergedError, train
 from .losses import DistillationObjective, distillation_loss, hard_loss, logit_matching_loss, soft_targets
-from .methods import Distiller, Method, create_method, list_methods, register_method
+from .methods import Distiller, Method, create_method, get_method, list_methods, register_method
 from .metrics import agreement_metrics, classification_metrics, evaluate
-from .models import create_model, list_models, load_model, register_model, save_model
+from .models import SubclassNet, create_model, list_models, load_model, register_model, save_model
 from .subclass import (
-    SubclassNet,
     subclass_auxiliary_loss,
     subclass_distillation_loss,
     subclass_nmi,
@@ -20,14 +20,13 @@ from .subclass import (
     subclass_usage,
 )
 from .teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, combine_members
-from .training import TrainingDivergedError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "soft_targets", "distillation_loss", "logit_matching_loss", "hard_loss", "DistillationObjective",
     "Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members",
-    "Distiller", "Method", "register_method", "create_method", "list_methods",
+    "Distiller", "Method", "register_method", "create_method", "get_method", "list_methods",
     "train", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
     "create_model", "list_models", "register_model", "save_model", "load_model",
     "classification_metrics", "agreement_metrics", "evaluate", "distill",

@@ -1,13 +1,15 @@
 """Cached teacher outputs: logits computed once per transfer set, stored as safetensors.
 
-A cache file records a fingerprint of the teacher weights and of the inputs. Loading checks it, so a
-cache made by another teacher or for other data is reported as stale (and rebuilt by
-:func:`cached_teacher`) instead of being used silently; a corrupt file is reported and rebuilt.
+A cache file records a fingerprint of the teacher weights and of the inputs, and the sha256 of the cached
+values themselves. Loading checks both, so a cache made by another teacher or for other data is reported
+as stale, and one whose values were altered (a header intact, the numbers not) as corrupt; either is
+rebuilt by :func:`cached_teacher` with a warning instead of being used silently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -18,7 +20,8 @@ from torch import Tensor
 from .teachers import CachedTeacher, Teacher
 from .utils import atomic_write_bytes
 
-__all__ = ["CacheError", "StaleCacheError", "fingerprint", "compute_member_logits", "save_cache", "load_cache",
+__all__ = ["CacheError", "StaleCacheError", "fingerprint", "values_sha256", "compute_member_logits", "save_cache",
+           "load_cache",
            "cached_teacher"]
 
 log = logging.getLogger(__name__)
@@ -55,11 +58,20 @@ def compute_member_logits(teacher: Teacher, x: Tensor, batch_size: int = 2000) -
     return torch.cat([teacher.member_logits(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
+def values_sha256(logits: Tensor) -> str:
+    h = hashlib.sha256()
+    _hash_tensor(h, logits)
+    return h.hexdigest()
+
+
 def save_cache(path: str | os.PathLike, logits: Tensor, fp: str, combine: str) -> None:
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save({"member_logits": logits.contiguous()},
-                                  metadata={"fingerprint": fp, "combine": combine}))
+    logits = logits.contiguous()
+    # one metadata entry: safetensors keeps metadata in a hash map whose order varies between processes
+    meta = json.dumps({"fingerprint": fp, "combine": combine, "values_sha256": values_sha256(logits)},
+                      sort_keys=True)
+    atomic_write_bytes(path, save({"member_logits": logits}, metadata={"darkknowledge_cache": meta}))
 
 
 def load_cache(path: str | os.PathLike, expected_fingerprint: str | None = None) -> tuple[Tensor, str]:
@@ -69,10 +81,13 @@ def load_cache(path: str | os.PathLike, expected_fingerprint: str | None = None)
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             logits = f.get_tensor("member_logits")
+        meta = json.loads(meta["darkknowledge_cache"]) if "darkknowledge_cache" in meta else meta
     except Exception as e:
         raise CacheError(f"{path}: corrupt teacher cache ({e})") from e
     if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
         raise StaleCacheError(f"{path}: made by a different teacher or for different inputs")
+    if meta.get("values_sha256") != values_sha256(logits):
+        raise CacheError(f"{path}: the cached values do not match their checksum (altered or damaged)")
     if not torch.isfinite(logits).all():
         raise CacheError(f"{path}: cached logits contain NaN or inf")
     return logits, meta.get("combine", "arithmetic")

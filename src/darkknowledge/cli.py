@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="folder holding the datasets (default: $DARKKNOWLEDGE_DATA, then ~/.cache/darkknowledge)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--list", action="store_true", help="list experiments")
     p.add_argument("--out", default=None, help="results folder (default results/<name>)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds for the headline rows")
+    p.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (>= 1)")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset")
     p.add_argument("--only", default=None, help="run only this stage")
     _add_common(p)
@@ -71,22 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_cmd(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .training import train
+    from .engine import train
 
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"out_dir={args.out}")
+    if args.command == "distill":  # before the overrides are validated: distill.* overrides need the teachers
+        overrides.append("distill.teachers=" + json.dumps(args.teacher))
+        if args.combine:
+            overrides.append(f"distill.combine={args.combine}")
     cfg = load_config(args.config, overrides)
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
-    if args.command == "distill":
-        d = cfg.distill.model_dump() if cfg.distill else {}
-        d["teachers"] = args.teacher
-        if args.combine:
-            d["combine"] = args.combine
-        from .config import DistillConfig, validate
-
-        cfg.distill = validate(d, DistillConfig, "distill")
     rec = train(cfg, resume=args.resume, progress=not args.no_progress)
     _print_metrics({cfg.name: rec["final"]["test"]}, title=f"test metrics (model selected at epoch "
                    f"{rec['final']['selected_epoch']} on validation); run record {Path(cfg.out_dir) / 'run.json'}")
@@ -114,14 +121,25 @@ def _evaluate_cmd(args: argparse.Namespace) -> int:
 
     splits = load_dataset(args.dataset, args.data_dir, val_size=0)
     x, y = splits.test.x, splits.test.y
-    t_logits = predict_logits(load_model(args.teacher), x) if args.teacher else None
+    try:
+        t_logits = predict_logits(load_model(args.teacher), x) if args.teacher else None
+    except RuntimeError as e:
+        raise ValueError(f"teacher {args.teacher} cannot take {args.dataset!r} inputs of shape "
+                         f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
     rows = {}
+    if t_logits is not None and t_logits.shape[1] != splits.num_classes:
+        raise ValueError(f"teacher {args.teacher} has {t_logits.shape[1]} outputs but {args.dataset} has "
+                         f"{splits.num_classes} classes")
     for m in args.models:
         model = load_model(m)
         out = getattr(model, "num_classes", splits.num_classes)
         if out != splits.num_classes:
             raise ValueError(f"{m} has {out} outputs but {args.dataset} has {splits.num_classes} classes")
-        rows[m] = evaluate(model, x, y, t_logits)
+        try:
+            rows[m] = evaluate(model, x, y, t_logits)
+        except RuntimeError as e:
+            raise ValueError(f"{m} cannot take {args.dataset!r} inputs of shape {tuple(x.shape[1:])}: "
+                             f"{str(e).splitlines()[0]}") from None
     _print_metrics(rows, title=f"{args.dataset} test set ({len(y)} examples)")
     if args.json:
         atomic_write_json(args.json, rows)
@@ -145,10 +163,14 @@ def _reproduce_cmd(args: argparse.Namespace) -> int:
     fn = get_experiment(args.name)
     kw = {"out": args.out or f"results/{args.name}", "data_dir": args.data_dir, "quick": args.quick,
           "progress": not args.no_progress}
-    if args.seeds is not None:
-        kw["seeds"] = args.seeds
-    if args.only is not None:
-        kw["only"] = args.only
+    import inspect
+
+    accepted = inspect.signature(fn).parameters
+    for opt, value in (("seeds", args.seeds), ("only", args.only)):
+        if value is not None:
+            if opt not in accepted:
+                raise ValueError(f"experiment {args.name!r} takes no --{opt} — run it without --{opt}")
+            kw[opt] = value
     fn(**kw)
     return 0
 
@@ -161,15 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     from .cache import CacheError
     from .config import ConfigError
     from .data import ChecksumError, DatasetNotFoundError, IDXFormatError
+    from .engine import CheckpointError, RunExistsError, RunLockedError, TeacherMismatchError, TrainingDivergedError
     from .models import ModelFileError
-    from .training import RunExistsError, TrainingDivergedError
 
     handlers = {"train": _train_cmd, "distill": _train_cmd, "evaluate": _evaluate_cmd, "demo": _demo_cmd,
                 "reproduce": _reproduce_cmd}
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetNotFoundError, ChecksumError, IDXFormatError, ModelFileError, CacheError,
-            RunExistsError, TrainingDivergedError, ValueError, KeyError) as e:
+            RunExistsError, RunLockedError, CheckpointError, TeacherMismatchError, TrainingDivergedError, ValueError,
+            KeyError) as e:
         if args.verbose:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

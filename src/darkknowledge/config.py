@@ -23,7 +23,21 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: no silent coercion (``epochs: true`` is not 1, ``lr: "0.1"`` is not a number); ints are accepted
+    # where floats are expected
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+def _finite(v: float, what: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """``v`` if finite and within the bounds, else a ValueError naming the allowed range."""
+    bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or \
+        (hi is not None and (v >= hi if hi_open else v > hi))
+    if bad:
+        rng = ("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", " + \
+              ("inf" if hi is None else f"{hi:g}") + (")" if hi_open or hi is None else "]")
+        raise ValueError(f"{what} must be a finite number in {rng}, got {v!r}")
+    return v
 
 
 class ModelConfig(_Strict):
@@ -48,8 +62,22 @@ class DataConfig(_Strict):
     @field_validator("fraction")
     @classmethod
     def _fraction(cls, v: float) -> float:
-        if not 0 < v <= 1:
-            raise ValueError("fraction must be in (0, 1]")
+        return _finite(v, "fraction", 0, 1, lo_open=True)
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, v: int | float) -> int | float:
+        if isinstance(v, float):
+            return _finite(v, "val_size (a fraction)", 0, 1, hi_open=True)
+        if v < 0:
+            raise ValueError(f"val_size must be >= 0, got {v}")
+        return v
+
+    @field_validator("augment_shift")
+    @classmethod
+    def _shift(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"augment_shift must be >= 0 pixels, got {v}")
         return v
 
 
@@ -65,6 +93,33 @@ class OptimConfig(_Strict):
     step_epochs: int = 30
     gamma: float = 0.1
     grad_clip: float | None = None
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        return _finite(v, "lr", 0, lo_open=True)
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, v: float) -> float:
+        return _finite(v, "momentum", 0, 1, hi_open=True)
+
+    @field_validator("weight_decay", "warmup_epochs")
+    @classmethod
+    def _nonneg(cls, v: float) -> float:
+        return _finite(v, "weight_decay / warmup_epochs", 0)
+
+    @field_validator("gamma", "grad_clip")
+    @classmethod
+    def _pos(cls, v: float | None) -> float | None:
+        return v if v is None else _finite(v, "gamma / grad_clip", 0, lo_open=True)
+
+    @field_validator("step_epochs")
+    @classmethod
+    def _step_epochs(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"step_epochs must be >= 1, got {v}")
+        return v
 
 
 class DistillConfig(_Strict):
@@ -103,7 +158,7 @@ class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     distill: DistillConfig | None = None
-    #: training method by registered name (None: "kd" with a teacher, "labels" without); see methods.py
+    #: training method by registered name (None: "kd" with a teacher, "labels" without); see darkknowledge.methods
     method: str | None = None
     #: keyword arguments of the method (for "kd" they default to the distill section's T and weights)
     method_args: dict[str, Any] = Field(default_factory=dict)
@@ -123,7 +178,21 @@ class TrainConfig(_Strict):
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
-            raise ValueError("must be >= 1")
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"threads must be >= 1 (or null for torch's default), got {v}")
+        return v
+
+    @field_validator("checkpoint_every_steps")
+    @classmethod
+    def _ckpt(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"checkpoint_every_steps must be >= 0, got {v}")
         return v
 
 

@@ -13,6 +13,7 @@ Every reduction is a mean over the batch, never over classes; the teacher side n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,27 +29,78 @@ __all__ = [
     "hard_loss",
     "DistillationObjective",
     "check_temperature",
+    "check_weight",
+    "check_alpha",
     "check_logits",
+    "check_finite",
+    "check_labels",
+    "scaled_logits",
 ]
 
 
-def check_temperature(temperature: float) -> float:
+# --------------------------------------------------------------------------- checks shared by every loss
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """``float(temperature)``; ``ValueError`` unless it is a finite number > 0."""
     t = float(temperature)
-    if not t > 0 or t != t or t == float("inf"):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
     return t
 
 
-def check_logits(logits: Tensor, name: str = "logits") -> None:
+def check_weight(name: str, value: float) -> float:
+    """A loss weight: ``float(value)``; ``ValueError`` (naming it) unless it is finite and >= 0."""
+    v = float(value)
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """A mixing weight: ``float(alpha)``; ``ValueError`` unless it lies in [0, 1]."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {alpha!r}")
+    return a
+
+
+def check_finite(x: Tensor, name: str = "logits") -> None:
+    """``FloatingPointError`` naming the first rows of ``x`` that hold NaN or inf."""
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(f"{name} contain NaN or inf (first bad rows: {bad})")
+
+
+def check_logits(logits: Tensor, name: str = "logits", *, finite: bool = True) -> None:
+    """A non-empty floating-point ``[batch, classes]`` tensor (and finite, unless ``finite=False``:
+    the finiteness check synchronises with the device, which cheap per-step helpers avoid)."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if logits.ndim != 2:
         raise ValueError(f"{name} must have shape [batch, classes], got {tuple(logits.shape)}")
     if logits.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch")
-    if not torch.isfinite(logits).all():
-        bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise FloatingPointError(f"{name} contain NaN or inf (first bad rows: {bad})")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if finite:
+        check_finite(logits, name)
+
+
+def check_labels(labels: Tensor, batch: int, num_classes: int) -> None:
+    """Integer class indices of shape ``[batch]`` in ``[0, num_classes)``."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise ValueError(f"labels must have shape [{batch}], got {tuple(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels out of range for {num_classes} classes: labels must lie in [0, {num_classes}), "
+                         f"got range [{int(labels.min())}, {int(labels.max())}]")
+
+
+# --------------------------------------------------------------------------- losses
 
 
 def _check_pair(student: Tensor, teacher: Tensor, tname: str = "teacher_logits") -> None:
@@ -65,7 +117,18 @@ def _check_pair(student: Tensor, teacher: Tensor, tname: str = "teacher_logits")
 def soft_targets(logits: Tensor, temperature: float) -> Tensor:
     """``softmax(logits / T)`` along the last dimension (paper Eq. 1)."""
     t = check_temperature(temperature)
-    return F.softmax(logits / t, dim=-1)
+    return F.softmax(scaled_logits(logits, t), dim=-1)
+
+
+def scaled_logits(logits: Tensor, temperature: float, name: str = "logits") -> Tensor:
+    """``logits / T``, checked: NaN or inf in the logits (``FloatingPointError``) or a ``T`` so small that
+    the division overflows (``ValueError``) are errors, not NaN rows downstream."""
+    check_finite(logits, name)
+    z = logits / temperature
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError(f"temperature {temperature!r} is too small for these {name}: logits / T overflows "
+                         f"(largest |logit| {float(logits.abs().max()):.3g})")
+    return z
 
 
 @fp32
@@ -132,12 +195,8 @@ def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: 
 def hard_loss(student_logits: Tensor, labels: Tensor) -> Tensor:
     """Ordinary cross-entropy with the true labels at ``T = 1`` (batch mean), with range checks."""
     check_logits(student_logits, "student_logits")
-    if labels.ndim != 1 or labels.shape[0] != student_logits.shape[0]:
-        raise ValueError(f"labels must have shape [{student_logits.shape[0]}], got {tuple(labels.shape)}")
-    n = student_logits.shape[1]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
-        raise ValueError(f"labels out of range for {n} classes: min {int(labels.min())}, max {int(labels.max())}")
-    return F.cross_entropy(student_logits, labels)
+    check_labels(labels, student_logits.shape[0], student_logits.shape[1])
+    return F.cross_entropy(student_logits, labels.long())
 
 
 @dataclass
@@ -146,7 +205,8 @@ class DistillationObjective:
 
     Defaults: ``T = 4``, ``w_soft = 1``, ``w_hard = 0.1`` — "a considerably lower weight on the
     second objective". ``kind`` is ``"ce"``, ``"kl"`` or ``"logits"`` (centred logit matching, the
-    ``T → ∞`` limit, for which ``T`` is ignored).
+    ``T → ∞`` limit, for which ``T`` is ignored). :meth:`terms` gives the weighted terms a training
+    method returns; calling the objective gives ``(total, unweighted terms)``.
     """
 
     temperature: float = 4.0
@@ -158,8 +218,43 @@ class DistillationObjective:
         check_temperature(self.temperature)
         if self.kind not in ("ce", "kl", "logits"):
             raise ValueError(f"kind must be 'ce', 'kl' or 'logits', got {self.kind!r}")
-        if self.w_soft < 0 or self.w_hard < 0:
-            raise ValueError("loss weights must be >= 0")
+        for name in ("w_soft", "w_hard"):
+            v = getattr(self, name)
+            if not (float(v) >= 0 and math.isfinite(float(v))):
+                raise ValueError(f"loss weights must be finite and >= 0, got {name}={v!r}")
+
+    def _soft(self, student_logits: Tensor, teacher_logits: Tensor | None, teacher_probs: Tensor | None,
+              kind: str) -> Tensor:
+        if kind == "logits":
+            if teacher_logits is None:
+                raise ValueError("logit matching needs teacher logits, not probabilities")
+            return logit_matching_loss(student_logits, teacher_logits, center=True)
+        return distillation_loss(student_logits, teacher_logits, self.temperature, teacher_probs=teacher_probs,
+                                 kind=kind)
+
+    def terms(
+        self,
+        student_logits: Tensor,
+        labels: Tensor | None,
+        teacher_logits: Tensor | None = None,
+        teacher_probs: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The **weighted** terms ``{"soft": w_soft · L_soft, "hard": w_hard · CE(y, z)}``; their sum is the
+        training loss. ``"hard"`` is present whenever labels are given (``0 · CE`` for ``w_hard = 0``), so
+        the keys of a run's log are stable; without labels ``w_hard`` must be 0.
+
+        For ``kind="ce"`` the soft term is computed as ``T² · KL(p ‖ q)``: the teacher side is detached,
+        so this has exactly the gradient of ``T² · CE(p, q)`` (they differ by the constant
+        ``T² · H(p)``), and the logged value goes to 0 as the student matches the teacher instead of
+        staying near the teacher's entropy.
+        """
+        kind = "kl" if self.kind == "ce" else self.kind
+        out = {"soft": self.w_soft * self._soft(student_logits, teacher_logits, teacher_probs, kind)}
+        if labels is not None:
+            out["hard"] = self.w_hard * hard_loss(student_logits, labels)
+        elif self.w_hard > 0:
+            raise ValueError("w_hard > 0 needs labels")
+        return out
 
     def __call__(
         self,
@@ -168,15 +263,10 @@ class DistillationObjective:
         teacher_logits: Tensor | None = None,
         teacher_probs: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return the total loss and its named terms ``{"soft": ..., "hard": ...}``."""
+        """Return the total loss and its unweighted named terms ``{"soft": ..., "hard": ...}`` (``"hard"``
+        only when ``w_hard > 0``); the soft term is of this objective's ``kind`` (CE for ``"ce"``)."""
         losses: dict[str, Tensor] = {}
-        if self.kind == "logits":
-            if teacher_logits is None:
-                raise ValueError("logit matching needs teacher logits, not probabilities")
-            soft = logit_matching_loss(student_logits, teacher_logits, center=True)
-        else:
-            soft = distillation_loss(student_logits, teacher_logits, self.temperature,
-                                     teacher_probs=teacher_probs, kind=self.kind)
+        soft = self._soft(student_logits, teacher_logits, teacher_probs, self.kind)
         losses["soft"] = soft
         total = self.w_soft * soft
         if self.w_hard > 0:

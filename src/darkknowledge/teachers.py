@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import check_temperature
+from .losses import check_temperature, scaled_logits
 
 __all__ = ["Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members", "freeze"]
 
@@ -39,9 +39,9 @@ def combine_members(member_logits: Tensor, temperature: float, combine: str = "a
     if member_logits.ndim != 3:
         raise ValueError(f"member logits must be [batch, members, classes], got {tuple(member_logits.shape)}")
     if combine == "arithmetic":
-        return F.softmax(member_logits / t, dim=-1).mean(dim=1)
+        return F.softmax(scaled_logits(member_logits, t, "member logits"), dim=-1).mean(dim=1)
     if combine == "geometric":
-        return F.softmax(member_logits.mean(dim=1) / t, dim=-1)
+        return F.softmax(scaled_logits(member_logits.mean(dim=1), t, "member logits"), dim=-1)
     raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
 
 
@@ -83,6 +83,13 @@ class Teacher(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(x)
 
+    def serving(self, output: str | None) -> Teacher:
+        """The same frozen model(s) serving ``output`` (a model method such as ``"subclass_logits"``;
+        ``None``: the class logits) — what a training method asks for (``Method.teacher_output``)."""
+        if output == getattr(self, "output", None):
+            return self
+        raise ValueError(f"{type(self).__name__} cannot serve {output!r}")
+
     def train(self, mode: bool = True) -> Teacher:  # a teacher is always in eval mode
         return super().train(False)
 
@@ -101,6 +108,11 @@ class ModelTeacher(Teacher):
         self.num_classes = num_classes
         self.output = output
 
+    def serving(self, output: str | None) -> Teacher:
+        if output == self.output:
+            return self
+        return ModelTeacher(self.model, self.num_classes, output)
+
     @torch.no_grad()
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         return _call(self.model, x, self.output).unsqueeze(1)
@@ -118,6 +130,13 @@ class Ensemble(Teacher):
         self.members = nn.ModuleList(freeze(m) for m in models).eval()
         self.combine = combine
         self.output = output
+
+    def serving(self, output: str | None) -> Teacher:
+        if output == self.output:
+            return self
+        other = Ensemble(list(self.members), self.combine, output)
+        other.num_classes = self.num_classes
+        return other
 
     @torch.no_grad()
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:

@@ -374,6 +374,26 @@ def load_cifar10_splits(
     return {split: load_cifar10_jpeg(data_dir, split, download=download) for split in ("train", "test")}
 
 
+#: per-channel mean and std of the CIFAR-10 training images (the usual normalisation)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def normalize_cifar(x: Tensor) -> Tensor:
+    """uint8 ``[N, 3, 32, 32]`` images → float, scaled to [0, 1] and standardised per channel."""
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return ((x.float() / 255.0) - mean) / std
+
+
+def load_cifar10_normalized(data_dir: str | os.PathLike | None = None, download: bool = True,
+                            coarse: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """The registry's ``cifar10-jpeg`` (10 classes) and, with ``coarse``, ``cifar10-jpeg-2x5`` (2 classes,
+    :func:`cifar_2x5_labels`): normalised images, int64 labels."""
+    raw = load_cifar10_splits(data_dir, download)
+    return {k: (normalize_cifar(x), cifar_2x5_labels(y.long()) if coarse else y.long()) for k, (x, y) in raw.items()}
+
+
 def cifar_2x5_labels(fine: _T) -> _T:
     """CIFAR-2x5 superclass of each CIFAR-10 label: ``fine // 5`` (0–4 → 0, 5–9 → 1; spec §11.2).
 

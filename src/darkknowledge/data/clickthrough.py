@@ -44,6 +44,7 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from .criteo import NUM_CAT, NUM_INT, CriteoData
 
@@ -286,3 +287,23 @@ def clickthrough_splits(
     world = ClickthroughWorld(config, world_seed)
     return {name: world.sample(n, seed) for seed, (name, n) in enumerate(
         (("train", train), ("val", val), ("test", test)), start=1)}
+
+
+def ctr_inputs(data, num_buckets: int) -> torch.Tensor:
+    """``CriteoData`` → the ``ctr_mlp`` model's ``[N, 52]`` float input (dense features, then bucket ids)."""
+    from .criteo import criteo_features
+
+    dense, cat = criteo_features(data, num_buckets=num_buckets)
+    return torch.cat([torch.from_numpy(dense), torch.from_numpy(cat).float()], dim=1)
+
+
+def load_clickthrough(data_dir=None, download: bool = True, train_rows: int = 300_000, test_rows: int = 100_000,
+                      world_seed: int = 0, num_buckets: int = 4096) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The registry's ``synthetic-clickthrough``: world ``world_seed`` with the subclass-clickthrough
+    experiment's defaults (row streams 1 = train, 3 = test; no files needed)."""
+    world = ClickthroughWorld(ClickthroughConfig(), world_seed)
+    out = {}
+    for name, n, seed in (("train", train_rows, 1), ("test", test_rows, 3)):
+        data, _ = world.sample(n, seed)
+        out[name] = (ctr_inputs(data, num_buckets), torch.from_numpy(data.labels).long())
+    return out

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -93,13 +94,16 @@ def locate_files(
     files: list[RemoteFile],
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
-    timeout: float = 30.0,
+    timeout: float = 10.0,
     verify: bool = True,
+    budget: float = 60.0,
 ) -> dict[str, Path]:
     """Return ``{name: path}`` for every file of ``dataset``, downloading the missing ones.
 
     A file found locally whose sha256 does not match raises :class:`ChecksumError` (it is never
-    silently replaced). Raises :class:`DatasetNotFoundError` naming every place looked in.
+    silently replaced). Raises :class:`DatasetNotFoundError` naming every place looked in. Each URL gets
+    ``timeout`` seconds to connect and between reads; all downloads together get ``budget`` seconds, after
+    which the remaining URLs are not tried (a network that accepts but never answers costs at most that).
     """
     dirs = candidate_dirs(dataset, data_dir)
     found: dict[str, Path] = {}
@@ -125,10 +129,15 @@ def locate_files(
         target = Path(data_dir).expanduser() / dataset if data_dir is not None else (
             Path(os.environ[ENV_VAR].split(os.pathsep)[0]).expanduser() / dataset
             if os.environ.get(ENV_VAR) else DEFAULT_CACHE / dataset)
+        deadline = time.monotonic() + budget
         for rf in list(missing):
             for url in rf.urls:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    errors.append(f"  {url}: not tried (the {budget:g} s download budget is spent)")
+                    continue
                 try:
-                    _download(url, target / rf.name, rf, timeout)
+                    _download(url, target / rf.name, rf, min(timeout, left))
                     found[rf.name] = target / rf.name
                     missing.remove(rf)
                     break

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +35,21 @@ def list_experiments() -> list[str]:
 
 
 def get_experiment(name: str) -> Callable[..., Any]:
+    """The experiment's ``run`` function, wrapped so that a failing run leaves its results folder's
+    summary, report and figures as they were (:class:`~.runner.preserve_results`)."""
     if name not in _EXPERIMENTS and name in _MODULES:
         importlib.import_module(_MODULES[name], __name__)
     if name not in _EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")
-    return _EXPERIMENTS[name]
+    fn = _EXPERIMENTS[name]
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from .runner import preserve_results
+
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        with preserve_results(bound.arguments["out"]):
+            return fn(*args, **kwargs)
+
+    return run

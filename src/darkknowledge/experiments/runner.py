@@ -14,10 +14,10 @@ from typing import Any
 
 from ..config import TrainConfig, same_config, validate
 from ..data import Splits
-from ..training import train
-from ..utils import atomic_write_json
+from ..engine import train
+from ..utils import atomic_write_bytes, atomic_write_json
 
-__all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed"]
+__all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed", "preserve_results"]
 
 
 def finished_record(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any] | None:
@@ -77,11 +77,13 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, 
 
 
 def _without_timing(old_epochs: Any, new: dict[str, Any]) -> Any:
-    """``old_epochs`` with each epoch's timing fields replaced by the new run's (they always differ)."""
+    """``old_epochs`` with each epoch's timing and logged-loss fields replaced by the new run's."""
     new_epochs = new.get("epochs")
     if not isinstance(old_epochs, list) or not isinstance(new_epochs, list) or len(old_epochs) != len(new_epochs):
         return old_epochs
-    timing = ("samples_per_s", "wall_time_s", "cpu_time_s", "seconds")
+    # timings always differ; train_loss is how the loss is *logged* (e.g. kd's soft term as T²·KL since 0.2,
+    # T²·CE before: the same gradient), so the comparison is of what the model did: validation per epoch, final
+    timing = ("samples_per_s", "wall_time_s", "cpu_time_s", "seconds", "train_loss")
     return [{**o, **{k: n[k] for k in timing if k in n}} if isinstance(o, dict) else o
             for o, n in zip(old_epochs, new_epochs)]
 
@@ -133,3 +135,30 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+class preserve_results:  # noqa: N801 (a context manager used like a function)
+    """``with preserve_results(out): ...`` — if the body fails (an exception or Ctrl-C), the top-level files
+    of ``out`` (summary, report, provenance, figures) are put back as they were and files it added there
+    are removed, so a failing reproduction never leaves a half-rewritten results folder. Run folders below
+    ``out`` are left alone: they are per-run, written atomically, and resumable."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+
+    def __enter__(self) -> preserve_results:
+        self.saved = {p.name: p.read_bytes() for p in self.out.iterdir() if p.is_file()} if self.out.is_dir() else {}
+        self.existed = self.out.is_dir()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None or not self.out.is_dir():
+            return
+        for p in self.out.iterdir():
+            if p.is_file() and p.name not in self.saved:
+                p.unlink()
+        for name, data in self.saved.items():
+            if not (self.out / name).is_file() or (self.out / name).read_bytes() != data:
+                atomic_write_bytes(self.out / name, data)
+        if not self.existed and not any(self.out.iterdir()):
+            self.out.rmdir()

@@ -5,7 +5,7 @@ ship, truck) → class 1; the 10 CIFAR labels are the hidden subclasses, used on
 **The images are the JPEG-compressed copy in ``../shared/data/cifar10-jpeg`` (quality 75, decoded
 with Pillow)**, so numbers are comparable between methods here, not with published CIFAR results.
 
-* Teacher: a ResNet-20-style net (``resnet_cifar``, registered here: 3 stages × ``n`` basic blocks,
+* Teacher: a ResNet-20-style net (``resnet_cifar``, registered in ``models/``: 3 stages × ``n`` basic blocks,
   widths ``w, 2w, 4w``; ``n = 3, w = 16`` is ResNet-20) with a 2 × 5 subclass head, ``CE + β·L_aux``
   (β = 1, T_aux = 1), random crop (pad 4) + horizontal flip. The augmentation runs inside the model's
   ``forward`` in training mode (``augment=True``), so the training engine needs no change.
@@ -28,69 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
-from ..data import Splits, TensorData, train_val_split
-from ..models import register_model
-from ..transforms import random_crop_flip
+from ..data import Splits, load_dataset
 from . import register_experiment
 from .subclass_common import SUBCLASSES, Settings, coarse_2x5, subsample_train
 from .subclass_mnist_2x5 import STAGES, Texts, run_2x5
 
 NAME = "subclass-cifar-2x5"
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-__all__ = ["run", "NAME", "ResNetCifar", "cifar_settings", "cifar_2x5_splits"]
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(h)) + self.short(x))
-
-
-class ResNetCifar(nn.Module):
-    """ResNet-(6n+2) for 32×32 images (He et al. 2016 §4.2): conv3×3 → 3 stages of ``n`` basic blocks
-    with ``width, 2·width, 4·width`` channels (stride 2 between stages) → global average pool → linear.
-    ``n = 3, width = 16`` is ResNet-20. Shortcuts that change shape use a 1×1 convolution.
-    ``augment=True``: random crop (zero padding 4) + horizontal flip of each batch in training mode."""
-
-    def __init__(self, num_classes: int = 10, n: int = 3, width: int = 16, in_channels: int = 3,
-                 augment: bool = False):
-        super().__init__()
-        self.num_classes, self.augment = num_classes, augment
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True))
-        blocks, cin = [], width
-        for stage, w in enumerate((width, 2 * width, 4 * width)):
-            for i in range(n):
-                blocks.append(_Block(cin, w, 2 if stage > 0 and i == 0 else 1))
-                cin = w
-        self.blocks = nn.Sequential(*blocks)
-        self.feature_dim = cin
-        self.head = nn.Linear(cin, num_classes)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        if self.training and self.augment:
-            x = random_crop_flip(x, 4)
-        return self.blocks(self.stem(x)).mean(dim=(2, 3))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
-
-
-register_model("resnet_cifar")(lambda **kw: ResNetCifar(**kw))
+__all__ = ["run", "NAME", "cifar_settings", "cifar_2x5_splits"]
 
 
 def cifar_settings(quick: bool) -> Settings:
@@ -115,20 +62,7 @@ def cifar_settings(quick: bool) -> Settings:
 
 def cifar_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, Any]:
     """The JPEG CIFAR-10 copy, normalised per channel, regrouped into 2×5 (fine labels kept aside)."""
-    from ..data.cifar import load_cifar10_splits
-
-    raw = load_cifar10_splits(data_dir)
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-
-    def norm(x: Tensor) -> Tensor:
-        return ((x.float() / 255.0) - mean) / std
-
-    xtr, ytr = raw["train"]
-    xte, yte = raw["test"]
-    tr, va = train_val_split(len(ytr), 5000, 0)
-    full = TensorData(norm(xtr), ytr.long())
-    splits = Splits(full.subset(tr), full.subset(va), TensorData(norm(xte), yte.long()), 10, "cifar10-jpeg")
+    splits = load_dataset("cifar10-jpeg", data_dir, val_size=5000, split_seed=0)
     splits, fine = coarse_2x5(splits)
     if quick:
         splits, fine = subsample_train(splits, fine, 3000, seed=1)

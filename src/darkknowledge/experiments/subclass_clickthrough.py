@@ -47,11 +47,10 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Splits, TensorData
-from ..data.clickthrough import ClickthroughConfig, ClickthroughWorld
-from ..data.criteo import NUM_CAT, criteo_features
+from ..data.clickthrough import ClickthroughConfig, ClickthroughWorld, ctr_inputs
 from ..methods import create_method
 from ..metrics import predict_logits
-from ..models import create_model, load_model, register_model
+from ..models import create_model, load_model
 from ..report import markdown_table, write_report, write_summary
 from ..subclass import subclass_nmi, subclass_usage
 from ..teachers import CachedTeacher
@@ -67,53 +66,12 @@ GAIN = 0.25  # the "steps to" target: close this fraction of the base-rate → o
 SUMMARY_KEYS = tuple(f"{m}_{k}" for m in METHODS for k in ("logloss_final", "auc_final", "steps_to_scratch_best",
                                                             "steps_to_25pct_gain"))
 
-__all__ = ["run", "NAME", "METHODS", "SUMMARY_KEYS", "CtrMLP", "ctr_inputs", "CtrSettings", "ctr_settings",
+__all__ = ["run", "NAME", "METHODS", "SUMMARY_KEYS", "CtrSettings", "ctr_settings",
            "criteo_sample_check"]
 
 
 # --------------------------------------------------------------------------------------------------
 # the model
-
-
-class CtrMLP(nn.Module):
-    """Embedding + MLP for Criteo-style rows: input ``[N, num_dense + num_cat]`` = dense values then
-    categorical bucket ids (floats holding integers in ``[0, num_buckets)``; 0 = missing)."""
-
-    def __init__(self, num_dense: int = 26, num_cat: int = NUM_CAT, num_buckets: int = 16384, emb_dim: int = 8,
-                 hidden: tuple[int, ...] | list[int] = (256, 256), num_classes: int = 2, dropout: float = 0.0):
-        super().__init__()
-        self.num_dense, self.num_cat, self.num_buckets, self.num_classes = num_dense, num_cat, num_buckets, num_classes
-        self.emb = nn.Embedding(num_cat * num_buckets, emb_dim)
-        nn.init.normal_(self.emb.weight, std=0.05)
-        self.register_buffer("offsets", torch.arange(num_cat) * num_buckets, persistent=False)
-        layers: list[nn.Module] = []
-        prev = num_dense + num_cat * emb_dim
-        for h in hidden:
-            layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            prev = h
-        self.mlp = nn.Sequential(*layers)
-        self.feature_dim = prev
-        self.head = nn.Linear(prev, num_classes)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        dense = x[:, :self.num_dense]
-        ids = x[:, self.num_dense:self.num_dense + self.num_cat].long() + self.offsets
-        e = self.emb(ids).flatten(1)
-        return self.mlp(torch.cat([dense, e], dim=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
-
-
-register_model("ctr_mlp")(lambda **kw: CtrMLP(**kw))
-
-
-def ctr_inputs(data, num_buckets: int) -> Tensor:
-    """``CriteoData`` → the model's ``[N, 52]`` float input (dense features, then bucket ids)."""
-    dense, cat = criteo_features(data, num_buckets=num_buckets)
-    return torch.cat([torch.from_numpy(dense), torch.from_numpy(cat).float()], dim=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,387 @@
+"""The training loop: from labels or distilling from a teacher, resumable to the bit.
+
+:func:`train` reads top to bottom: data → student → teacher (built once) → method → optimiser and
+schedule → (resume) → epochs of steps → validation, selection, checkpoint → the selected model's test
+metrics → the run record. Each step is ``logits, losses = method(x, y, idx, epoch=, step=)`` and the
+loss is ``sum(losses.values())`` — the method contract of :mod:`darkknowledge.methods`.
+
+* The validation split (seeded, carved from the training set) selects the reported epoch; the test set
+  is only evaluated for reporting (per epoch when ``track_test`` is on, for curves).
+* Every epoch (and every ``checkpoint_every_steps``) writes ``checkpoint.pt`` atomically (see
+  :mod:`.state`). Each epoch's order is a permutation drawn from ``(seed, epoch)``, so ``resume=True``
+  continues bit-identically; a resume with another config or another teacher file is refused.
+* One process at a time per ``out_dir`` (:class:`~.lock.RunLock`).
+* A NaN or inf loss stops the run naming the epoch, step and batch; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..cache import cached_teacher
+from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
+from ..data import Splits, load_dataset
+from ..data.common import sha256_file
+from ..methods import Method, create_method, get_method
+from ..metrics import evaluate, predict_logits
+from ..models import apply_max_norm, create_model, load_model, save_model
+from ..teachers import Ensemble, ModelTeacher, Teacher
+from ..transforms import random_shift
+from ..utils import atomic_write_json, git_commit, machine_facts, seed_everything
+from .lock import RunLock
+from .state import RunExistsError, State, load_checkpoint, restore, save_checkpoint
+
+__all__ = ["train", "prepare_data", "build_teacher", "build_optimizer", "lr_factor", "epoch_order",
+           "TrainingDivergedError", "RunExistsError"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or inf."""
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, progress: bool = True,
+          track_train: bool = False, track_test: bool = False) -> dict[str, Any]:
+    """Train ``cfg.model`` (distilling when ``cfg.distill`` is set) and return the run record.
+
+    Writes to ``cfg.out_dir``: ``checkpoint.pt`` (resume state), ``best.safetensors`` (the model
+    selected on validation), ``last.safetensors`` and ``run.json`` (the run record). Data, student and
+    teacher are checked before anything is written; then the run directory is locked.
+    """
+    out = Path(cfg.out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another out_dir")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    splits = splits or prepare_data(cfg.data)
+    _check_splits(splits)
+    train_data, n_cls = splits.train, splits.num_classes
+    model, model_args = _build_student(cfg, n_cls)
+    teacher, teacher_sha = _load_teacher(cfg, n_cls)
+    _check_inputs(train_data.x[:2], model, teacher, cfg)
+    if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
+        load_checkpoint(ckpt_path, cfg, teacher_sha)
+    with RunLock(out):
+        if ckpt_path.exists() and not resume:  # another process started this run meanwhile
+            raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
+                                 "out_dir")
+        method = _build_method(cfg, model, teacher, train_data.x, out)
+        return _loop(cfg, out, splits, model, model_args, teacher, teacher_sha, method, resume, progress,
+                     track_train, track_test)
+
+
+def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, model_args: dict[str, Any],
+          teacher: Teacher | None, teacher_sha: list[str], method: Method, resume: bool, progress: bool,
+          track_train: bool, track_test: bool) -> dict[str, Any]:
+    ckpt_path, train_data = out / "checkpoint.pt", splits.train
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = build_optimizer(cfg.optim, params)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg.optim, s, steps_per_epoch, cfg.epochs))
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    st = State()
+    if resume and ckpt_path.exists():
+        st = restore(load_checkpoint(ckpt_path, cfg, teacher_sha), model, method, opt, sched, aug_gen)
+        log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, st, cfg, model, method, opt, sched, aug_gen, teacher_sha)
+
+    test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
+    x_all, y_all = train_data.x, train_data.y
+    model.train()
+    while st.epoch < cfg.epochs:
+        order = epoch_order(len(train_data), cfg.seed, st.epoch)
+        if st.step_in_epoch == 0:
+            st.sums, st.seen = {}, 0
+        t_epoch, seen_at_start = time.perf_counter(), st.seen
+        bar = tqdm(range(st.step_in_epoch, steps_per_epoch), desc=f"{cfg.name} epoch {st.epoch + 1}/{cfg.epochs}",
+                   disable=None if progress else True, leave=False, file=sys.stderr)
+        for step in bar:
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = _batch(cfg, x_all, y_all, idx, aug_gen)
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    _, losses = method(x, y, idx, epoch=st.epoch, step=st.global_step)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss ({loss.item()})")
+            except FloatingPointError as e:
+                raise TrainingDivergedError(f"{e} {_where(st, step, train_data, idx, ckpt_path)}") from e
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            if getattr(model, "max_norm", None):
+                apply_max_norm(model)
+            st.step_in_epoch, st.global_step = step + 1, st.global_step + 1
+            for k, v in losses.items():
+                st.sums[k] = st.sums.get(k, 0.0) + v.item() * len(idx)
+            st.seen += len(idx)
+            if step % 20 == 0:
+                bar.set_postfix({k: f"{s / st.seen:.4f}" for k, s in st.sums.items()}
+                                | {"samples/s": f"{(st.seen - seen_at_start) / (time.perf_counter() - t_epoch):.0f}"})
+            if cfg.checkpoint_every_steps and st.step_in_epoch % cfg.checkpoint_every_steps == 0 \
+                    and st.step_in_epoch < steps_per_epoch:
+                checkpoint()
+        bar.close()
+
+        row = _end_of_epoch(cfg, st, model, splits, opt, t_epoch, seen_at_start, track_train, track_test,
+                            test_teacher_logits)
+        if _selection_score(row, cfg.select_metric) > st.best["score"]:
+            st.best = {"epoch": st.epoch, "score": _selection_score(row, cfg.select_metric)}
+            save_model(model, out / "best.safetensors", cfg.model.name, model_args, {"epoch": st.epoch})
+        checkpoint()
+        if progress:
+            _log_epoch(cfg, st, row)
+
+    save_model(model, out / "last.safetensors", cfg.model.name, model_args, {"epoch": st.epoch})
+    final = _final_metrics(cfg, out, st, splits, teacher, test_teacher_logits)
+    st.tick()
+    record = _record(cfg, st, splits, final, teacher_sha)
+    atomic_write_json(out / "run.json", record)
+    return record
+
+
+# --------------------------------------------------------------------------- the steps of train()
+
+
+def _build_student(cfg: TrainConfig, n_cls: int) -> tuple[nn.Module, dict[str, Any]]:
+    args = dict(cfg.model.args)
+    args.setdefault("num_classes", n_cls)
+    model = create_model(cfg.model.name, **args)
+    if getattr(model, "num_classes", n_cls) != n_cls:
+        raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, args
+
+
+def _load_teacher(cfg: TrainConfig, n_cls: int) -> tuple[Teacher | None, list[str]]:
+    """The frozen teacher (class logits) and the sha256 of each teacher file, or ``(None, [])``."""
+    if cfg.distill is None:
+        return None, []
+    teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
+    return teacher, [sha256_file(p) for p in cfg.distill.teachers]
+
+
+@torch.no_grad()
+def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig) -> None:
+    """One forward of student and teacher on two training inputs (eval mode: no dropout, no RNG, no
+    batch-norm update), so a model that cannot take this dataset's inputs fails before anything is written."""
+    for who, m in (("student", model), ("teacher", teacher)):
+        if m is None:
+            continue
+        was = m.training
+        m.eval()
+        try:
+            m(x)
+        except RuntimeError as e:
+            where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
+            raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
+                             f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
+        finally:
+            m.train(was)
+
+
+def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path) -> Method:
+    """The method by name; its teacher serves what the method needs (``teacher_output``), from a cache of
+    the transfer set's outputs when the transfer set is not augmented (rows looked up by position)."""
+    name = cfg.method or ("kd" if cfg.distill is not None else "labels")
+    cls = get_method(name)
+    args = dict(cfg.method_args)
+    serving = None
+    if teacher is not None:
+        d = cfg.distill
+        serving = teacher.serving(cls.teacher_output)
+        if d.cache and cfg.data.augment_shift == 0:
+            serving = cached_teacher(serving, x_train, out / "teacher_cache.safetensors", cfg.eval_batch_size)
+        if name == "kd":
+            args = {"temperature": d.temperature, "w_soft": d.w_soft, "w_hard": d.w_hard, "kind": d.kind, **args}
+    return create_method(name, model, serving, **args)
+
+
+def _batch(cfg: TrainConfig, x_all: Tensor, y_all: Tensor, idx: Tensor, aug_gen: torch.Generator
+           ) -> tuple[Tensor, Tensor]:
+    x, y = x_all[idx], y_all[idx]
+    if cfg.data.augment_shift:
+        x = random_shift(x, cfg.data.augment_shift, aug_gen)
+    if cfg.channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _where(st: State, step: int, train_data, idx: Tensor, ckpt_path: Path) -> str:
+    """Where a failing step happened (built only when a step fails)."""
+    return (f"at epoch {st.epoch + 1}, step {step + 1} (global step {st.global_step + 1}), batch of dataset "
+            f"indices {train_data.index[idx[:8]].tolist()}...; the last good checkpoint "
+            f"{ckpt_path if ckpt_path.exists() else '(none yet)'} is kept")
+
+
+def _end_of_epoch(cfg: TrainConfig, st: State, model: nn.Module, splits: Splits, opt, t_epoch: float,
+                  seen_at_start: int, track_train: bool, track_test: bool,
+                  test_teacher_logits: Tensor | None) -> dict[str, Any]:
+    """Validate (and optionally evaluate train / test), append the epoch's row to the history, advance."""
+    row: dict[str, Any] = {"epoch": st.epoch + 1, "lr": opt.param_groups[0]["lr"],
+                           "train_loss": {k: s / max(st.seen, 1) for k, s in st.sums.items()},
+                           "samples_per_s": (st.seen - seen_at_start) / max(time.perf_counter() - t_epoch, 1e-9)}
+    row["val"] = evaluate(model, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) \
+        if len(splits.val) else None
+    if track_train:
+        row["train"] = evaluate(model, splits.train.x, splits.train.y, batch_size=cfg.eval_batch_size)
+    if track_test:
+        row["test"] = evaluate(model, splits.test.x, splits.test.y, test_teacher_logits, cfg.eval_batch_size)
+    st.history.append(row)
+    st.epoch, st.step_in_epoch = st.epoch + 1, 0
+    return row
+
+
+def _log_epoch(cfg: TrainConfig, st: State, row: dict[str, Any]) -> None:
+    msg = f"[{cfg.name}] epoch {st.epoch}/{cfg.epochs}  " + "  ".join(
+        f"{k} {s:.4f}" for k, s in row["train_loss"].items())
+    if row["val"]:
+        msg += f"  val acc {row['val']['accuracy']:.4f}  val nll {row['val']['nll']:.4f}"
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _final_metrics(cfg: TrainConfig, out: Path, st: State, splits: Splits, teacher: Teacher | None,
+                   test_teacher_logits: Tensor | None) -> dict[str, Any]:
+    """Validation and test metrics of the model selected on validation (and the teacher's test metrics)."""
+    selected = load_model(out / "best.safetensors")
+    final = {
+        "selected_epoch": st.best["epoch"],
+        "val": evaluate(selected, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) if len(splits.val)
+        else None,
+        "test": evaluate(selected, splits.test.x, splits.test.y, test_teacher_logits, cfg.eval_batch_size),
+    }
+    if teacher is not None:
+        final["teacher_test"] = evaluate(teacher, splits.test.x, splits.test.y, batch_size=cfg.eval_batch_size)
+    return final
+
+
+def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], teacher_sha: list[str]
+            ) -> dict[str, Any]:
+    record = {
+        "name": cfg.name,
+        "config": cfg.model_dump(),
+        "seed": cfg.seed,
+        "git_commit": git_commit(),
+        "machine": machine_facts(),
+        "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val),
+                    "test": len(splits.test)},
+        "wall_time_s": st.elapsed,
+        "cpu_time_s": st.cpu,
+        "epochs": st.history,
+        "final": final,
+    }
+    if teacher_sha:
+        record["teacher_sha256"] = teacher_sha
+    return record
+
+
+def _selection_score(row: dict[str, Any], metric: str) -> float:
+    v = row.get("val")
+    if not v:  # no validation split: the last epoch is selected
+        return float(row["epoch"])
+    return v["accuracy"] if metric == "accuracy" else -v["nll"]
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
+    """Load the dataset, carve the validation split, and restrict the training split as configured."""
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed)
+    tr = splits.train
+    keep = torch.ones(len(tr), dtype=torch.bool)
+    for c in cfg.exclude_classes:
+        keep &= tr.y != c
+    if cfg.include_classes is not None:
+        keep &= torch.isin(tr.y, torch.tensor(cfg.include_classes))
+    tr = tr.subset(keep.nonzero().flatten())
+    if cfg.fraction < 1:
+        g = torch.Generator().manual_seed(cfg.split_seed + 1)
+        n = int(round(cfg.fraction * len(tr)))
+        if n < 1:
+            raise ValueError(f"data.fraction={cfg.fraction:g} keeps none of the {len(tr)} training examples — use a "
+                             f"fraction >= {1 / len(tr):.2g}")
+        tr = tr.subset(torch.randperm(len(tr), generator=g)[:n].sort().values)
+    if len(tr) == 0:
+        raise ValueError("the training split is empty after the class/fraction restrictions")
+    return dataclasses.replace(splits, train=tr)
+
+
+def _check_splits(splits: Splits) -> None:
+    if len(splits.train) == 0 or len(splits.test) == 0:
+        raise ValueError(f"dataset {splits.name!r}: the training or test split is empty")
+    for part in ("train", "val", "test"):
+        d = getattr(splits, part)
+        y = d.y
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"dataset {splits.name!r}: {part} labels must be integer class ids, got {y.dtype}")
+        if d.x.shape[0] != len(y):
+            raise ValueError(f"dataset {splits.name!r}: {part} has {d.x.shape[0]} inputs but {len(y)} labels")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= splits.num_classes):
+            raise ValueError(f"dataset {splits.name!r}: {part} labels out of range 0..{splits.num_classes - 1}")
+
+
+def build_teacher(cfg: DistillConfig, num_classes: int, output: str | None = None,
+                  models: list[nn.Module] | None = None) -> Teacher:
+    """Load the teacher checkpoint(s) (several make an :class:`Ensemble`); check the class count."""
+    models = models if models is not None else [load_model(p) for p in cfg.teachers]
+    for p, m in zip(cfg.teachers, models):
+        out = getattr(m, "num_classes", None)
+        if out is not None and out != num_classes:
+            raise ValueError(f"teacher {p} has {out} classes but the student has {num_classes}")
+    teacher = ModelTeacher(models[0], output=output) if len(models) == 1 else Ensemble(models, cfg.combine, output)
+    teacher.num_classes = num_classes
+    return teacher
+
+
+def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the base LR at global ``step``: linear warm-up, then the chosen decay."""
+    total = steps_per_epoch * epochs
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    frac = (step - warm) / max(1, total - warm)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * frac))
+    if cfg.schedule == "linear":
+        return 1 - frac
+    if cfg.schedule == "step":
+        return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    return 1.0
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The example order of one epoch: a permutation fixed by ``(seed, epoch)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))

@@ -1,0 +1,64 @@
+"""The model registry (timm style): ``create_model("mlp", hidden=[800, 800])``, and import-path models.
+
+A name is either a registered model (``"mlp"``) or an import path ``"package.module:Class"`` (any
+``nn.Module`` subclass or factory), so a config can name a user's own model class and the saved file
+records how to rebuild it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "resolve_model"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a model class or factory under ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def resolve_model(name: str) -> Callable[..., nn.Module]:
+    """The constructor registered as ``name``, or the object at import path ``"pkg.mod:Attr"``."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            obj = importlib.import_module(mod)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise KeyError(f"model {name!r}: cannot import it ({e})") from None
+        if not callable(obj):
+            raise KeyError(f"model {name!r}: {attr} is not a class or function")
+        return obj
+    raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())} "
+                   "(or give an import path 'package.module:Class')")
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as ``name`` (or at import path ``"pkg.mod:Class"``) with ``kwargs``."""
+    fn = resolve_model(name)
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"model {name!r}: bad arguments {sorted(kwargs)}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {name!r} built a {type(model).__name__}, not a torch.nn.Module")
+    return model

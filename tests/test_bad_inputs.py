@@ -1,0 +1,237 @@
+"""Bad input and faults: each case gets a clear one-line error naming the culprit and changes no file.
+
+Table-driven through the CLI (a subprocess each; exit status 2, one line on stderr, no traceback, the
+``results/`` tree and the run directory byte-identical before and after), then the Python API, then
+property-based checks (Hypothesis) of the config overrides, the IDX reader and the losses' input checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import darkknowledge as dk
+from darkknowledge.config import ConfigError, apply_overrides, parse_overrides, validate
+from darkknowledge.data import IDXFormatError, TensorData, read_idx
+from darkknowledge.engine import train
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+def tree_hash(*roots: Path) -> str:
+    h = hashlib.sha256()
+    for root in roots:
+        if not root.exists():
+            h.update(b"<absent>")
+            continue
+        for p in sorted(root.rglob("*")):
+            h.update(str(p.relative_to(root)).encode())
+            if p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("bad")
+    args784 = {"in_features": 784, "hidden": [8]}
+    dk.save_model(dk.create_model("mlp", **args784), d / "t784.safetensors", "mlp", args784)
+    args5 = {"in_features": 64, "hidden": [8], "num_classes": 5}
+    dk.save_model(dk.create_model("mlp", **args5), d / "t5.safetensors", "mlp", args5)
+    args64 = {"in_features": 64, "hidden": [8]}
+    dk.save_model(dk.create_model("mlp", **args64), d / "m64.safetensors", "mlp", args64)
+    (d / "corrupt_run").mkdir()
+    (d / "corrupt_run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    return {k: str(d / v) for k, v in {"t784": "t784.safetensors", "t5": "t5.safetensors", "m64": "m64.safetensors",
+                                       "corrupt": "corrupt_run", "dir": "."}.items()}
+
+
+DIGITS = ["--config", "configs/digits_mlp.yaml", "--no-progress"]
+
+# (id, argv after `darkknowledge`, words the one-line message must contain)
+CLI_CASES = [
+    ("reproduce-seeds-0", ["reproduce", "subclass-ablation", "--seeds", "0"], ["--seeds", ">= 1"]),
+    ("reproduce-seeds-negative", ["reproduce", "subclass-clickthrough", "--seeds", "-1"], ["--seeds", ">= 1"]),
+    ("reproduce-demo-seeds", ["reproduce", "demo", "--seeds", "2"], ["demo", "--seeds"]),
+    ("reproduce-unknown", ["reproduce", "nope"], ["unknown experiment", "nope"]),
+    ("momentum-5", ["train", *DIGITS, "optim.momentum=5", "out_dir={dir}/r1"], ["optim.momentum", "[0, 1)"]),
+    ("epochs-true", ["train", *DIGITS, "epochs=true", "out_dir={dir}/r2"], ["epochs", "integer"]),
+    ("lr-nan", ["train", *DIGITS, "optim.lr=.nan", "out_dir={dir}/r3"], ["optim.lr"]),
+    ("w-hard-nan", ["train", *DIGITS, "distill={{teachers: [{m64}]}}", "distill.w_hard=.nan", "out_dir={dir}/r4"],
+     ["distill.w_hard"]),
+    ("fraction-tiny", ["train", *DIGITS, "data.fraction=1e-9", "out_dir={dir}/r5"], ["data.fraction", "keeps none"]),
+    ("threads-negative", ["train", *DIGITS, "threads=-3", "out_dir={dir}/r6"], ["threads", ">= 1"]),
+    ("unknown-key", ["train", *DIGITS, "optim.lrr=0.1", "out_dir={dir}/r7"], ["optim.lrr", "unknown key"]),
+    ("missing-config", ["train", "--config", "nope.yaml"], ["config file not found", "nope.yaml"]),
+    ("teacher-784-on-digits", ["distill", *DIGITS, "--teacher", "{t784}", "out_dir={dir}/r8"],
+     ["teacher", "cannot take", "(1, 8, 8)"]),
+    ("teacher-5-classes", ["distill", *DIGITS, "--teacher", "{t5}", "out_dir={dir}/r9"], ["5 classes"]),
+    ("teacher-missing", ["distill", *DIGITS, "--teacher", "{dir}/none.safetensors", "distill.temperature=20",
+                         "out_dir={dir}/r10"], ["model file not found", "none.safetensors"]),
+    ("evaluate-other-architecture", ["evaluate", "{t784}", "--dataset", "digits"], ["cannot take", "(1, 8, 8)"]),
+    ("evaluate-5-class-teacher", ["evaluate", "{m64}", "--dataset", "digits", "--teacher", "{t5}"],
+     ["teacher", "5 outputs"]),
+    ("evaluate-unknown-dataset", ["evaluate", "{m64}", "--dataset", "nope"], ["unknown dataset", "nope"]),
+    ("corrupt-checkpoint", ["train", *DIGITS, "out_dir={corrupt}", "--resume"], ["checkpoint", "corrupt"]),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input(case, files):
+    _, argv, words = case
+    argv = [a.format(**files) for a in argv]
+    run_dirs = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("out_dir=")]
+    before = tree_hash(REPO / "results", *run_dirs)
+    r = subprocess.run([sys.executable, "-m", "darkknowledge", *argv], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+    assert tree_hash(REPO / "results", *run_dirs) == before
+
+
+def test_the_help_example_distill_with_overrides_is_accepted(tmp_path, files):
+    """`distill --config C --teacher X distill.temperature=20` (the --help example) used to fail with
+    "distill.teachers: Field required"; now the teachers are set before the overrides are validated."""
+    from darkknowledge.cli import build_parser
+    from darkknowledge.config import load_config
+
+    args = build_parser().parse_args(["distill", "--config", str(REPO / "configs/digits_mlp.yaml"), "--teacher",
+                                      files["m64"], "distill.temperature=20"])
+    overrides = [*args.overrides, "distill.teachers=[" + files["m64"] + "]"]
+    cfg = load_config(args.config, overrides)
+    assert cfg.distill.temperature == 20 and cfg.distill.teachers == [files["m64"]]
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+def _digits_cfg(out: Path, **kw) -> dk.TrainConfig:
+    return validate({"name": "b", "epochs": 1, "batch_size": 64, "model": {"name": "mlp", "args": {"in_features": 64,
+                     "hidden": [16]}}, "data": {"dataset": "digits", "val_size": 200}, "out_dir": str(out), **kw})
+
+
+@pytest.mark.parametrize("part", ["train", "val", "test"])
+def test_labels_out_of_range_in_any_split_fail_before_training(tmp_path, part):
+    cfg = _digits_cfg(tmp_path / "r")
+    splits = dk.engine.prepare_data(cfg.data)
+    d = getattr(splits, part)
+    setattr(splits, part, TensorData(d.x, d.y.clone().fill_(10), d.index))
+    with pytest.raises(ValueError, match=f"{part} labels out of range"):
+        train(cfg, splits=splits, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_float_labels_and_short_labels(tmp_path):
+    cfg = _digits_cfg(tmp_path / "r")
+    splits = dk.engine.prepare_data(cfg.data)
+    splits.test = TensorData(splits.test.x, splits.test.y.float(), splits.test.index)
+    with pytest.raises(ValueError, match="integer class ids"):
+        train(cfg, splits=splits, progress=False)
+    with pytest.raises(ValueError, match="examples but y has"):
+        TensorData(splits.test.x, splits.test.y[:-1])
+    assert not (tmp_path / "r").exists()
+
+
+def test_altered_teacher_cache_is_detected_and_rebuilt(tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    t = train(_digits_cfg(tmp_path / "t", epochs=3), progress=False)
+    assert t["final"]["test"]["accuracy"] > 0.5
+    tfile = str(tmp_path / "t" / "best.safetensors")
+    s1 = train(_digits_cfg(tmp_path / "s1", distill={"teachers": [tfile]}), progress=False)
+    cache = tmp_path / "s1" / "teacher_cache.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(cache), "pt") as f:
+        meta = f.metadata()
+    table = load_file(cache)["member_logits"]
+    save_file({"member_logits": table.roll(1, dims=-1).contiguous()}, cache, metadata=meta)  # header intact
+    with pytest.raises(dk.cache.CacheError, match="checksum"):
+        dk.cache.load_cache(cache)
+    # a second run in the same place rebuilds it (with a warning) and trains exactly as the first
+    (tmp_path / "s1" / "run.json").unlink()
+    (tmp_path / "s1" / "checkpoint.pt").unlink()
+    with caplog.at_level("WARNING"):
+        s2 = train(_digits_cfg(tmp_path / "s1", distill={"teachers": [tfile]}), progress=False)
+    assert "checksum" in caplog.text
+    assert s2["final"]["test"] == s1["final"]["test"]
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["epochs", "batch_size", "optim.lr", "optim.momentum", "data.fraction", "threads",
+                            "distill.temperature", "distill.w_hard"]),
+       value=st.one_of(st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                       st.text(max_size=5)))
+def test_overrides_either_validate_within_range_or_raise_config_error(key, value):
+    base = {"distill": {"teachers": ["t.safetensors"]}}
+    try:
+        cfg = apply_overrides(base, {key.split(".")[0]: {key.split(".")[1]: value}} if "." in key else {key: value})
+    except ConfigError as e:
+        assert key.split(".")[-1] in str(e)
+        return
+    got = cfg.model_dump()
+    for part in key.split("."):
+        got = got[part]
+    assert not isinstance(value, bool) or isinstance(got, bool)  # no bool silently read as a number
+    if key in ("epochs", "batch_size"):
+        assert isinstance(got, int) and got >= 1
+    if key == "optim.momentum":
+        assert 0 <= got < 1
+    if key in ("optim.lr", "distill.temperature"):
+        assert got > 0 and got == got and got != float("inf")
+
+
+@given(st.lists(st.text(alphabet="abc.=[]0123456789,", max_size=12), max_size=4))
+def test_parse_overrides_never_crashes_unclearly(items):
+    try:
+        parse_overrides(items)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.binary(max_size=64))
+def test_idx_reader_rejects_garbage_with_a_clear_error(tmp_path_factory, data):
+    p = tmp_path_factory.mktemp("idx") / "x.idx.gz"
+    p.write_bytes(gzip.compress(data))
+    try:
+        arr = read_idx(p)
+    except IDXFormatError:
+        return
+    # whatever parses must be a consistent IDX file: magic 0x0000, a known type code, dims matching the size
+    assert data[:2] == b"\x00\x00"
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    assert tuple(arr.shape) == tuple(dims)
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)),
+       bad=st.sampled_from([None, "nan", "inf"]))
+def test_soft_targets_inputs_are_checked(t, bad):
+    z = torch.randn(4, 5)
+    if bad:
+        z[1, 2] = float(bad)
+    try:
+        p = dk.soft_targets(z, t)
+    except (ValueError, FloatingPointError):
+        return
+    assert bad is None
+    assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(4))
