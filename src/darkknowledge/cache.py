@@ -20,9 +20,8 @@ from torch import Tensor
 from .teachers import CachedTeacher, Teacher
 from .utils import atomic_write_bytes
 
-__all__ = ["CacheError", "StaleCacheError", "fingerprint", "values_sha256", "compute_member_logits", "save_cache",
-           "load_cache",
-           "cached_teacher"]
+__all__ = ["CacheError", "StaleCacheError", "fingerprint", "state_sha256", "values_sha256", "compute_member_logits",
+           "save_cache", "load_cache", "cached_teacher"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,15 @@ def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
     t = t.detach().contiguous().cpu()
     h.update(str((tuple(t.shape), str(t.dtype))).encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim buffers too
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's parameters and buffers (names, shapes, dtypes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        _hash_tensor(h, t)
+    return h.hexdigest()
 
 
 def fingerprint(teacher: Teacher, x: Tensor) -> str:

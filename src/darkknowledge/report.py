@@ -43,12 +43,15 @@ def load_summary(results_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(results_dir) / "summary.json").read_text())
 
 
-def fmt(entry: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) -> str:
-    """``mean ± std (n)`` for a summary entry."""
+def fmt(entry: dict[str, Any] | None, digits: int = 2, scale: float = 1.0, show_n: str = "always") -> str:
+    """``mean ± std (n=N)`` for a summary entry — the one number formatter of the reports. ``show_n``:
+    ``"always"``, or ``"multi"`` (only when n > 1). A missing entry or a NaN mean is ``–``."""
     if not entry:
         return "–"
     m, s, n = entry["mean"] * scale, entry["std"] * scale, entry["n"]
-    return f"{m:.{digits}f} ± {s:.{digits}f}" + (f" (n={n})" if n != 1 else " (n=1)")
+    if isinstance(m, float) and math.isnan(m):
+        return "–"
+    return f"{m:.{digits}f} ± {s:.{digits}f}" + (f" (n={n})" if show_n == "always" or n > 1 else "")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -1,5 +1,5 @@
 """The training engine: the loop (:mod:`.train`), exact resume (:mod:`.state`), one writer per run
-directory (:mod:`.lock`)."""
+directory (:mod:`.lock`), and ``dk.distill`` for modules and in-memory data (:mod:`.fit`)."""
 
 from .lock import RunLock, RunLockedError
 from .state import CheckpointError, RunExistsError, TeacherMismatchError

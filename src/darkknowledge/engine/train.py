@@ -21,21 +21,23 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..cache import cached_teacher
+from ..cache import cached_teacher, state_sha256
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, load_dataset
 from ..data.common import sha256_file
 from ..methods import Method, create_method, get_method
 from ..metrics import evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
-from ..teachers import Ensemble, ModelTeacher, Teacher
+from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher
 from ..transforms import random_shift
 from ..utils import atomic_write_json, git_commit, machine_facts, seed_everything
 from .lock import RunLock
@@ -55,12 +57,18 @@ class TrainingDivergedError(FloatingPointError):
 
 
 def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, progress: bool = True,
-          track_train: bool = False, track_test: bool = False) -> dict[str, Any]:
+          track_train: bool = False, track_test: bool = False, student: nn.Module | None = None,
+          teacher: Teacher | nn.Module | Sequence[nn.Module] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` (distilling when ``cfg.distill`` is set) and return the run record.
 
     Writes to ``cfg.out_dir``: ``checkpoint.pt`` (resume state), ``best.safetensors`` (the model
     selected on validation), ``last.safetensors`` and ``run.json`` (the run record). Data, student and
     teacher are checked before anything is written; then the run directory is locked.
+
+    ``student`` / ``teacher``: any ``nn.Module`` (a list of them or a :class:`Teacher` for the teacher)
+    instead of the registry model of ``cfg.model`` and the files of ``cfg.distill.teachers``; the saved
+    files then record the student's import path (``"package.module:Class"``). ``student`` is trained in
+    place and ends with the weights selected on validation.
     """
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.pt"
@@ -73,8 +81,8 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     splits = splits or prepare_data(cfg.data)
     _check_splits(splits)
     train_data, n_cls = splits.train, splits.num_classes
-    model, model_args = _build_student(cfg, n_cls)
-    teacher, teacher_sha = _load_teacher(cfg, n_cls)
+    model, model_name, model_args = _build_student(cfg, n_cls, student)
+    teacher, teacher_sha = _load_teacher(cfg, n_cls, teacher)
     _check_inputs(train_data.x[:2], model, teacher, cfg)
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
         load_checkpoint(ckpt_path, cfg, teacher_sha)
@@ -83,11 +91,11 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
             raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
                                  "out_dir")
         method = _build_method(cfg, model, teacher, train_data.x, out)
-        return _loop(cfg, out, splits, model, model_args, teacher, teacher_sha, method, resume, progress,
-                     track_train, track_test)
+        return _loop(cfg, out, splits, model, (model_name, model_args), teacher, teacher_sha, method, resume,
+                     progress, track_train, track_test)
 
 
-def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, model_args: dict[str, Any],
+def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
           teacher: Teacher | None, teacher_sha: list[str], method: Method, resume: bool, progress: bool,
           track_train: bool, track_test: bool) -> dict[str, Any]:
     ckpt_path, train_data = out / "checkpoint.pt", splits.train
@@ -149,13 +157,14 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, model_a
                             test_teacher_logits)
         if _selection_score(row, cfg.select_metric) > st.best["score"]:
             st.best = {"epoch": st.epoch, "score": _selection_score(row, cfg.select_metric)}
-            save_model(model, out / "best.safetensors", cfg.model.name, model_args, {"epoch": st.epoch})
+            save_model(model, out / "best.safetensors", *spec, {"epoch": st.epoch})
         checkpoint()
         if progress:
             _log_epoch(cfg, st, row)
 
-    save_model(model, out / "last.safetensors", cfg.model.name, model_args, {"epoch": st.epoch})
-    final = _final_metrics(cfg, out, st, splits, teacher, test_teacher_logits)
+    save_model(model, out / "last.safetensors", *spec, {"epoch": st.epoch})
+    model.load_state_dict(load_file(str(out / "best.safetensors")))  # the model selected on validation
+    final = _final_metrics(cfg, st, model, splits, teacher, test_teacher_logits)
     st.tick()
     record = _record(cfg, st, splits, final, teacher_sha)
     atomic_write_json(out / "run.json", record)
@@ -165,21 +174,36 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, model_a
 # --------------------------------------------------------------------------- the steps of train()
 
 
-def _build_student(cfg: TrainConfig, n_cls: int) -> tuple[nn.Module, dict[str, Any]]:
-    args = dict(cfg.model.args)
-    args.setdefault("num_classes", n_cls)
-    model = create_model(cfg.model.name, **args)
+def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
+                   ) -> tuple[nn.Module, str, dict[str, Any]]:
+    """The student, its model name (registry name or import path) and constructor arguments."""
+    if student is not None:
+        model, name, args = student, f"{type(student).__module__}:{type(student).__qualname__}", {}
+    else:
+        args = dict(cfg.model.args)
+        args.setdefault("num_classes", n_cls)
+        model, name = create_model(cfg.model.name, **args), cfg.model.name
     if getattr(model, "num_classes", n_cls) != n_cls:
         raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, args
+    return model, name, args
 
 
-def _load_teacher(cfg: TrainConfig, n_cls: int) -> tuple[Teacher | None, list[str]]:
-    """The frozen teacher (class logits) and the sha256 of each teacher file, or ``(None, [])``."""
+def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Sequence[nn.Module] | None
+                  ) -> tuple[Teacher | None, list[str]]:
+    """The frozen teacher (class logits) and the sha256 of each teacher file (of the weights, for a
+    teacher given as modules), or ``(None, [])``."""
     if cfg.distill is None:
+        if given is not None:
+            raise ValueError("a teacher was given but the config has no distill section (temperature, weights)")
         return None, []
+    if given is not None:
+        teacher = as_teacher(given, combine=cfg.distill.combine)
+        teacher.num_classes = getattr(teacher, "num_classes", None) or n_cls
+        return teacher, [state_sha256(teacher)]
+    if not cfg.distill.teachers:
+        raise ValueError("distill.teachers is empty — name at least one teacher file")
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
     return teacher, [sha256_file(p) for p in cfg.distill.teachers]
 
@@ -263,10 +287,9 @@ def _log_epoch(cfg: TrainConfig, st: State, row: dict[str, Any]) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _final_metrics(cfg: TrainConfig, out: Path, st: State, splits: Splits, teacher: Teacher | None,
+def _final_metrics(cfg: TrainConfig, st: State, selected: nn.Module, splits: Splits, teacher: Teacher | None,
                    test_teacher_logits: Tensor | None) -> dict[str, Any]:
     """Validation and test metrics of the model selected on validation (and the teacher's test metrics)."""
-    selected = load_model(out / "best.safetensors")
     final = {
         "selected_epoch": st.best["epoch"],
         "val": evaluate(selected, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) if len(splits.val)

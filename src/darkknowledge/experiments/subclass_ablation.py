@@ -14,7 +14,6 @@ accuracy, the student's recovery, and the ``aux_*`` counterparts with β = 1).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ from .runner import Stage, finished_record
 from .subclass_common import (
     cached_subclass_eval,
     chance_levels,
-    ensure_dir,
     fmt_pm,
-    mnist_2x5_splits,
-    mnist_settings,
     mnist_teacher_dir,
+    open_mnist_experiment,
     pct,
     plt,
     run_student,
@@ -48,15 +45,9 @@ __all__ = ["run", "NAME", "SUMMARY_KEYS"]
 @register_experiment(NAME)
 def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 3,
         only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    if only is not None and only not in STAGES:
-        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
-    out = ensure_dir(out)
-    runs = out / ("runs-quick" if quick else "runs")
+    o = open_mnist_experiment(out, data_dir, quick, seeds, only, STAGES)
+    t0, out, runs, st, splits, fine, seed_list = o.t0, o.out, o.runs, o.st, o.splits, o.fine, o.seeds
     aux_runs = mnist_teacher_dir(out, quick)
-    st = mnist_settings(quick)
-    splits, fine = mnist_2x5_splits(data_dir, quick)
-    seed_list = list(range(seeds))
     times: dict[str, float] = {}
     values: dict[str, list[float]] = {}
     teachers: dict[tuple[str, int], Path] = {}

@@ -113,6 +113,8 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
         only: str | None = None, progress: bool = True) -> dict[str, Any]:
     if only is not None and only not in STAGES:
         raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     st = cifar_settings(quick)
     splits, fine = cifar_2x5_splits(data_dir, quick)
     seed_list = list(range(seeds))

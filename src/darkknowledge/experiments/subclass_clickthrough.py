@@ -267,6 +267,8 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
     t0 = time.perf_counter()
     if only is not None and only not in STAGES:
         raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     out = ensure_dir(out)
     runs = out / ("runs-quick" if quick else "runs")
     st = ctr_settings(quick)

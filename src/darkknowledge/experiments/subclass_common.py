@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from ..data import Splits, TensorData, load_dataset
 from ..models import load_model
-from ..report import provenance
+from ..report import fmt, provenance
 from ..subclass import chance_subclass_recovery, subclass_nmi, subclass_recovery, subclass_usage
 from ..utils import atomic_write_json
 from .runner import cached_eval, run_cached
@@ -287,13 +286,35 @@ def pct(x: float) -> float:
 
 
 def fmt_pm(entry: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) -> str:
-    """``mean ± std`` (n shown when > 1)."""
-    if not entry:
-        return "–"
-    m, s, n = entry["mean"] * scale, entry["std"] * scale, entry["n"]
-    if isinstance(m, float) and math.isnan(m):
-        return "–"
-    return f"{m:.{digits}f} ± {s:.{digits}f}" + (f" (n={n})" if n > 1 else "")
+    """``mean ± std`` (n shown when > 1): :func:`darkknowledge.report.fmt`."""
+    return fmt(entry, digits, scale, show_n="multi")
+
+
+@dataclasses.dataclass
+class Opening:
+    """What every MNIST-2x5-based experiment starts from (see :func:`open_mnist_experiment`)."""
+
+    t0: float
+    out: Path
+    runs: Path
+    st: Settings
+    splits: Any
+    fine: Any
+    seeds: list[int]
+
+
+def open_mnist_experiment(out: str | Path, data_dir: str | None, quick: bool, seeds: int, only: str | None,
+                          stages: Sequence[str]) -> Opening:
+    """Check ``only`` and ``seeds``, create the results folder, load MNIST-2x5 and the settings."""
+    t0 = time.perf_counter()
+    if only is not None and only not in stages:
+        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(stages)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    st = mnist_settings(quick)
+    splits, fine = mnist_2x5_splits(data_dir, quick)
+    out = ensure_dir(out)
+    return Opening(t0, out, out / ("runs-quick" if quick else "runs"), st, splits, fine, list(range(seeds)))
 
 
 def ensure_dir(p: str | Path) -> Path:

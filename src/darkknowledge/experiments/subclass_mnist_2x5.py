@@ -36,8 +36,7 @@ from .subclass_common import (
     chance_levels,
     ensure_dir,
     fmt_pm,
-    mnist_2x5_splits,
-    mnist_settings,
+    open_mnist_experiment,
     pct,
     plt,
     register_teacher,
@@ -123,12 +122,8 @@ def mnist_texts(st: Settings, quick: bool, seeds: list[int]) -> Texts:
 @register_experiment(NAME)
 def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 3,
         only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    if only is not None and only not in STAGES:
-        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
-    st = mnist_settings(quick)
-    splits, fine = mnist_2x5_splits(data_dir, quick)
-    seed_list = list(range(seeds))
-    return run_2x5(Path(out), st, splits, fine, quick, seed_list, only, progress, mnist_texts(st, quick, seed_list))
+    o = open_mnist_experiment(out, data_dir, quick, seeds, only, STAGES)
+    return run_2x5(o.out, o.st, o.splits, o.fine, quick, o.seeds, only, progress, mnist_texts(o.st, quick, o.seeds))
 
 
 def run_2x5(out: Path, st: Settings, splits, fine, quick: bool, seed_list: list[int], only: str | None,
