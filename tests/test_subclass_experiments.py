@@ -276,7 +276,7 @@ def test_criteo_loader_on_real_sample(tmp_path):
     # the same pipeline as the synthetic experiment, on the real rows
     from darkknowledge.experiments.subclass_clickthrough import criteo_sample_check
 
-    res = criteo_sample_check(SHARED_DATA)
+    res = criteo_sample_check(SHARED_DATA, tmp_path / "criteo_sample")
     assert res["rows"] == 1000 and res["clicks"] == 205
     assert res["ctr"] == pytest.approx(0.205)
     assert res["int_missing_rate"] == pytest.approx(float(np.isnan(data.ints).mean()))

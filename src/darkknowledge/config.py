@@ -167,6 +167,11 @@ class TrainConfig(_Strict):
     threads: int | None = None
     #: also checkpoint every this many steps inside an epoch (0: only at epoch ends)
     checkpoint_every_steps: int = 0
+    #: stop after this many optimiser steps (the epoch in progress ends there and is validated); None: epochs
+    max_steps: int | None = None
+    #: evaluate the test split every this many steps (and at step 0) into the record's "curve" (0: never);
+    #: for learning-speed experiments ("steps to reach a loss"), never for selection
+    eval_every_steps: int = 0
     #: metric on the validation split that selects the reported model
     select_metric: Literal["accuracy", "nll"] = "accuracy"
     #: "bf16": the training forward runs under CPU bf16 autocast (losses stay fp32; evaluation is fp32)
@@ -188,11 +193,18 @@ class TrainConfig(_Strict):
             raise ValueError(f"threads must be >= 1 (or null for torch's default), got {v}")
         return v
 
-    @field_validator("checkpoint_every_steps")
+    @field_validator("checkpoint_every_steps", "eval_every_steps")
     @classmethod
     def _ckpt(cls, v: int) -> int:
         if v < 0:
-            raise ValueError(f"checkpoint_every_steps must be >= 0, got {v}")
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"max_steps must be >= 1 (or null), got {v}")
         return v
 
 

@@ -66,7 +66,8 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
            "data": {"dataset": "in-memory", "val_size": len(val_data)}, "method": method,
            "method_args": method_args or {}}
     if t is not None:
-        cfg["distill"] = {"teachers": ["(in-memory teacher)"], "temperature": temperature, "w_soft": w_soft, "w_hard": w_hard, "combine": combine}
+        cfg["distill"] = {"teachers": ["(in-memory teacher)"], "temperature": temperature, "w_soft": w_soft,
+                          "w_hard": w_hard, "combine": combine}
     with tempfile.TemporaryDirectory(prefix="darkknowledge-") as tmp:
         cfg["out_dir"] = out_dir or tmp
         train(validate(cfg, source="(dk.distill arguments)"), resume=out_dir is not None, splits=splits,

@@ -50,6 +50,7 @@ class State:
     sums: dict[str, float] = dataclasses.field(default_factory=dict)  # per-epoch loss sums
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     best: dict[str, Any] = dataclasses.field(default_factory=lambda: {"epoch": -1, "score": float("-inf")})
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # test metrics every N steps
 
     def __post_init__(self) -> None:
         self._seg = (time.perf_counter(), time.process_time())
@@ -71,7 +72,7 @@ def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt,
     st.tick()
     atomic_torch_save({"model": model.state_dict(), "method": method.extra_state(), "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "rng": get_rng_state(), "aug_gen": aug_gen.get_state(),
-                       "state": st.position(), "history": st.history, "best": st.best,
+                       "state": st.position(), "history": st.history, "best": st.best, "curve": st.curve,
                        "config": cfg.model_dump(), "teacher_sha256": teacher_sha256}, path)
 
 
@@ -106,4 +107,4 @@ def restore(ck: dict[str, Any], model, method, opt, sched, aug_gen: torch.Genera
     sched.load_state_dict(ck["scheduler"])
     set_rng_state(ck["rng"])
     aug_gen.set_state(ck["aug_gen"])
-    return State(**ck["state"], history=ck["history"], best=ck["best"])
+    return State(**ck["state"], history=ck["history"], best=ck["best"], curve=ck.get("curve", []))

@@ -35,7 +35,7 @@ from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, load_dataset
 from ..data.common import sha256_file
 from ..methods import Method, create_method, get_method
-from ..metrics import evaluate, predict_logits
+from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher
 from ..transforms import random_shift
@@ -114,8 +114,10 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
 
     test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
     x_all, y_all = train_data.x, train_data.y
+    if cfg.eval_every_steps and not st.curve:
+        st.curve.append(_curve_point(cfg, 0, model, splits))
     model.train()
-    while st.epoch < cfg.epochs:
+    while st.epoch < cfg.epochs and not (cfg.max_steps and st.global_step >= cfg.max_steps):
         order = epoch_order(len(train_data), cfg.seed, st.epoch)
         if st.step_in_epoch == 0:
             st.sums, st.seen = {}, 0
@@ -148,6 +150,11 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
             if step % 20 == 0:
                 bar.set_postfix({k: f"{s / st.seen:.4f}" for k, s in st.sums.items()}
                                 | {"samples/s": f"{(st.seen - seen_at_start) / (time.perf_counter() - t_epoch):.0f}"})
+            last = cfg.max_steps is not None and st.global_step >= cfg.max_steps
+            if cfg.eval_every_steps and (st.global_step % cfg.eval_every_steps == 0 or last):
+                st.curve.append(_curve_point(cfg, st.global_step, model, splits))
+            if last:
+                break
             if cfg.checkpoint_every_steps and st.step_in_epoch % cfg.checkpoint_every_steps == 0 \
                     and st.step_in_epoch < steps_per_epoch:
                 checkpoint()
@@ -279,6 +286,17 @@ def _end_of_epoch(cfg: TrainConfig, st: State, model: nn.Module, splits: Splits,
     return row
 
 
+def _curve_point(cfg: TrainConfig, step: int, model: nn.Module, splits: Splits) -> dict[str, Any]:
+    """Test metrics at ``step`` (the learning curve); two-class problems also get the ROC AUC of class 1."""
+    logits = predict_logits(model, splits.test.x, cfg.eval_batch_size)
+    point = {"step": step, **classification_metrics(logits, splits.test.y)}
+    if logits.shape[1] == 2:
+        from sklearn.metrics import roc_auc_score
+
+        point["auc"] = float(roc_auc_score(splits.test.y.numpy(), torch.softmax(logits.float(), 1)[:, 1].numpy()))
+    return point
+
+
 def _log_epoch(cfg: TrainConfig, st: State, row: dict[str, Any]) -> None:
     msg = f"[{cfg.name}] epoch {st.epoch}/{cfg.epochs}  " + "  ".join(
         f"{k} {s:.4f}" for k, s in row["train_loss"].items())
@@ -318,6 +336,8 @@ def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], 
     }
     if teacher_sha:
         record["teacher_sha256"] = teacher_sha
+    if st.curve:
+        record["curve"] = st.curve
     return record
 
 

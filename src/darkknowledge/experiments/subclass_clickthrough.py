@@ -36,25 +36,19 @@ report. Extras: ``<method>_logloss_best`` / ``<method>_auc_best``, the best poin
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data import Splits, TensorData
 from ..data.clickthrough import ClickthroughConfig, ClickthroughWorld, ctr_inputs
-from ..methods import create_method
-from ..metrics import predict_logits
-from ..models import create_model, load_model
+from ..models import load_model
 from ..report import markdown_table, write_report, write_summary
 from ..subclass import subclass_nmi, subclass_usage
-from ..teachers import CachedTeacher
-from ..utils import atomic_write_json, seed_everything
 from . import register_experiment
 from .runner import Stage, cached_eval, run_cached
 from .subclass_common import ensure_dir, fmt_pm, plt, subclass_logits_of, write_provenance
@@ -147,72 +141,31 @@ def binary_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"logloss": ll, "auc": float(roc_auc_score(y, p))}
 
 
-def _predict(model: nn.Module, x: Tensor, bs: int = 20000) -> Tensor:
-    return predict_logits(model, x, bs)
-
-
-def _student_model(st: CtrSettings, method: str) -> nn.Module:
+def student_cfg(st: CtrSettings, method: str, seed: int, teacher_file: Path, out_dir: Path) -> dict[str, Any]:
+    """One student: ``st.student_steps`` Adam steps through the engine, the test curve every ``eval_every``."""
     args = {"num_buckets": st.num_buckets, "emb_dim": st.student_emb, "hidden": list(st.student_hidden)}
+    model = ({"name": "subclass", "args": {"backbone": "ctr_mlp", "subclasses": st.subclasses, **args}}
+             if method == "subclass" else {"name": "ctr_mlp", "args": args})
+    steps_per_epoch = -(-st.train_rows // st.batch_size)
+    cfg: dict[str, Any] = {
+        "name": f"{method}_seed{seed}", "seed": seed, "epochs": -(-st.student_steps // steps_per_epoch),
+        "max_steps": st.student_steps, "eval_every_steps": st.eval_every, "batch_size": st.batch_size,
+        "eval_batch_size": 20000, "threads": st.threads, "select_metric": "nll",
+        "optim": {"name": "adam", "lr": st.lr, "schedule": "constant"},
+        "data": {"dataset": f"synthetic-clickthrough(world {st.world_seed}, {st.train_rows} rows)"},
+        "model": model, "method": {"scratch": "labels", "conventional": "kd", "subclass": "subclass_kd"}[method],
+        "out_dir": str(out_dir)}
+    if method != "scratch":  # conventional: the teacher's class probabilities (its subclasses grouped)
+        cfg["distill"] = {"teachers": [str(teacher_file)], "temperature": st.temperature, "w_soft": st.alpha,
+                          "w_hard": 1 - st.alpha}
     if method == "subclass":
-        return create_model("subclass", backbone="ctr_mlp", num_classes=2, subclasses=st.subclasses, **args)
-    return create_model("ctr_mlp", num_classes=2, **args)
+        cfg["method_args"] = {"temperature": st.temperature, "alpha": st.alpha}
+    return cfg
 
 
-def train_student(st: CtrSettings, method: str, seed: int, splits: Splits,
-                  teacher_sub: Tensor | Callable[[], Tensor] | None, out_dir: Path) -> dict[str, Any]:
-    """Train one student for ``st.student_steps`` steps; evaluate test log loss/AUC every ``eval_every``.
-
-    ``teacher_sub``: the teacher's subclass logits on the training rows (looked up by row index), or a
-    function that computes them (called only if the student has to train). Cached in
-    ``out_dir/curve.json`` (reused when the config matches)."""
-    cfg = {"settings": dataclasses.asdict(st), "method": method, "seed": seed}
-    f = out_dir / "curve.json"
-    if f.exists():
-        rec = json.loads(f.read_text())
-        if rec.get("config") == json.loads(json.dumps(cfg)):
-            return rec
-    if callable(teacher_sub):
-        teacher_sub = teacher_sub()
-    t0 = time.perf_counter()
-    if st.threads:
-        torch.set_num_threads(st.threads)
-    seed_everything(seed)
-    model = _student_model(st, method)
-    if method == "scratch":
-        m = create_method("labels", model)
-    elif method == "conventional":
-        teacher = CachedTeacher(torch.logsumexp(teacher_sub.view(teacher_sub.shape[0], 2, -1), -1))
-        m = create_method("kd", model, teacher, temperature=st.temperature, w_soft=st.alpha, w_hard=1 - st.alpha)
-    else:
-        m = create_method("subclass_kd", model, CachedTeacher(teacher_sub), temperature=st.temperature,
-                          alpha=st.alpha)
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=st.lr)
-    x, y = splits.train.x, splits.train.y
-    yt = splits.test.y.numpy()
-    g = torch.Generator().manual_seed(seed * 7919 + 1)
-    order, pos = torch.randperm(len(y), generator=g), 0
-    curve: list[dict[str, float]] = []
-
-    def evaluate(step: int) -> None:
-        curve.append({"step": step, **binary_metrics(_click_prob(_predict(model, splits.test.x)), yt)})
-
-    evaluate(0)
-    for step in range(1, st.student_steps + 1):
-        if pos + st.batch_size > len(y):
-            order, pos = torch.randperm(len(y), generator=g), 0
-        idx = order[pos:pos + st.batch_size]
-        pos += st.batch_size
-        _, losses = m(x[idx], y[idx], idx)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % st.eval_every == 0 or step == st.student_steps:
-            evaluate(step)
-    rec = {"config": cfg, "curve": curve, "final": curve[-1], "wall_time_s": time.perf_counter() - t0}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(f, rec)
-    return rec
+def learning_curve(rec: dict[str, Any]) -> list[dict[str, float]]:
+    """The run record's test curve as ``{"step", "logloss", "auc"}`` rows (log loss = the test NLL)."""
+    return [{"step": c["step"], "logloss": c["nll"], "auc": c["auc"]} for c in rec["curve"]]
 
 
 def _first_step(curve: list[dict[str, float]], target: float, total: int) -> tuple[int, bool]:
@@ -226,10 +179,11 @@ def _first_step(curve: list[dict[str, float]], target: float, total: int) -> tup
 # the real Criteo sample
 
 
-def criteo_sample_check(data_dir: str | None, num_buckets: int = 4096, seed: int = 0) -> dict[str, Any] | None:
+def criteo_sample_check(data_dir: str | None, out_dir: Path, num_buckets: int = 4096, seed: int = 0,
+                        progress: bool = False) -> dict[str, Any] | None:
     """Read the real 1,000-row Criteo sample with the TSV loader, featurise it, and fit a tiny
-    labels-only ``ctr_mlp`` on 800 rows (evaluated on the other 200) as a pipeline check.
-    Returns ``None`` when the sample is not found."""
+    labels-only ``ctr_mlp`` on 800 rows through the engine (evaluated on the other 200) as a pipeline
+    check. Returns ``None`` when the sample is not found."""
     from ..data.common import DatasetNotFoundError
     from ..data.criteo import load_criteo_sample
 
@@ -239,22 +193,21 @@ def criteo_sample_check(data_dir: str | None, num_buckets: int = 4096, seed: int
         return None
     x = ctr_inputs(data, num_buckets)
     y = torch.from_numpy(data.labels).long()
-    seed_everything(seed)
-    model = create_model("ctr_mlp", num_classes=2, num_buckets=num_buckets, emb_dim=4, hidden=[32])
-    m = create_method("labels", model)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    for _ in range(8):
-        for i in range(0, 800, 100):
-            _, losses = m(x[i:i + 100], y[i:i + 100])
-            opt.zero_grad()
-            sum(losses.values()).backward()
-            opt.step()
-    met = binary_metrics(_click_prob(_predict(model, x[800:])), y[800:].numpy())
+    splits = Splits(TensorData(x[:800], y[:800]), TensorData(x[:0], y[:0]), TensorData(x[800:], y[800:]), 2,
+                    "criteo-sample")
+    cfg = {"name": "criteo_sample", "seed": seed, "epochs": 8, "batch_size": 100, "threads": 1,
+           "eval_every_steps": 64, "optim": {"name": "adam", "lr": 3e-3, "schedule": "constant"},
+           "data": {"dataset": "criteo-sample", "val_size": 0},
+           "model": {"name": "ctr_mlp", "args": {"num_buckets": num_buckets, "emb_dim": 4, "hidden": [32]}},
+           "out_dir": str(out_dir)}
+    rec = run_cached(cfg, splits=splits, progress=progress)
+    end = rec["curve"][-1]
+    base = float(y[:800].float().mean())
+    yt = y[800:].float()
+    base_ll = float(-(yt * np.log(base) + (1 - yt) * np.log(1 - base)).mean())
     return {"rows": int(len(y)), "clicks": int(y.sum()), "ctr": float(y.float().mean()),
             "int_missing_rate": float(np.isnan(data.ints).mean()), "cat_missing_rate": float((data.cats == -1).mean()),
-            "heldout_logloss": met["logloss"], "heldout_auc": met["auc"],
-            "heldout_base_rate_logloss": binary_metrics(np.full(200, float(y[:800].float().mean())),
-                                                        y[800:].numpy())["logloss"]}
+            "heldout_logloss": end["nll"], "heldout_auc": end["auc"], "heldout_base_rate_logloss": base_ll}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,18 +238,16 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
     base = binary_metrics(np.full(len(yt), float(splits.train.y.float().mean())), yt)
     target_ll = base["logloss"] - GAIN * (base["logloss"] - oracle["logloss"])
 
-    teacher_sub: dict[int, Callable[[], Tensor]] = {}
+    teacher_cfgs: dict[int, dict[str, Any]] = {}
     with Stage("teacher", times):
         for s in seed_list:
-            cfg = _teacher_cfg(st, runs / f"teacher_seed{s}", s)
+            cfg = teacher_cfgs[s] = _teacher_cfg(st, runs / f"teacher_seed{s}", s)
             run_cached(cfg, splits=splits, progress=progress)
 
-            def teacher_model(cfg: dict[str, Any] = cfg) -> torch.nn.Module:
+            def evaluate(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
                 run_cached(cfg, splits=splits, progress=progress, need_weights=True)  # rebuilt if missing
-                return load_model(Path(cfg["out_dir"]) / "best.safetensors")
-
-            def evaluate(teacher_model: Callable[[], torch.nn.Module] = teacher_model) -> dict[str, Any]:
-                z_test = subclass_logits_of(teacher_model(), splits.test.x, 20000)
+                z_test = subclass_logits_of(load_model(Path(cfg["out_dir"]) / "best.safetensors"), splits.test.x,
+                                            20000)
                 met = binary_metrics(_click_prob(torch.logsumexp(z_test.view(len(yt), 2, -1), -1)), yt)
                 pred = z_test.argmax(1).numpy()
                 return {"teacher_logloss": met["logloss"], "teacher_auc": met["auc"],
@@ -307,28 +258,35 @@ def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick:
 
             for k, v in cached_eval(cfg["out_dir"], "ctr_teacher_test", evaluate).items():
                 values.setdefault(k, []).append(v)
-            teacher_sub[s] = lambda m=teacher_model: subclass_logits_of(m(), splits.train.x, 20000)
     curves: dict[str, list[list[dict[str, float]]]] = {}
     censored: dict[str, int] = {}
     if only in (None, "students"):
         with Stage("students", times):
             for s in seed_list:
-                recs = {m: train_student(st, m, s, splits, teacher_sub[s], runs / f"{m}_seed{s}") for m in METHODS}
-                scratch_best = min(c["logloss"] for c in recs["scratch"]["curve"])
-                for m, rec in recs.items():
-                    curves.setdefault(m, []).append(rec["curve"])
-                    values.setdefault(f"{m}_logloss_final", []).append(rec["final"]["logloss"])
-                    values.setdefault(f"{m}_auc_final", []).append(rec["final"]["auc"])
-                    values.setdefault(f"{m}_logloss_best", []).append(min(c["logloss"] for c in rec["curve"]))
-                    values.setdefault(f"{m}_auc_best", []).append(max(c["auc"] for c in rec["curve"]))
+                t_cfg = teacher_cfgs[s]
+
+                def materialise(t_cfg: dict[str, Any] = t_cfg) -> None:  # the teacher's weights, only to train
+                    run_cached(t_cfg, splits=splits, progress=progress, need_weights=True)
+
+                t_file = Path(t_cfg["out_dir"]) / "best.safetensors"
+                curve = {m: learning_curve(run_cached(student_cfg(st, m, s, t_file, runs / f"{m}_seed{s}"),
+                                                      splits=splits, progress=progress, before_train=materialise))
+                         for m in METHODS}
+                scratch_best = min(c["logloss"] for c in curve["scratch"])
+                for m, cv in curve.items():
+                    curves.setdefault(m, []).append(cv)
+                    values.setdefault(f"{m}_logloss_final", []).append(cv[-1]["logloss"])
+                    values.setdefault(f"{m}_auc_final", []).append(cv[-1]["auc"])
+                    values.setdefault(f"{m}_logloss_best", []).append(min(c["logloss"] for c in cv))
+                    values.setdefault(f"{m}_auc_best", []).append(max(c["auc"] for c in cv))
                     for key, target in (("steps_to_scratch_best", scratch_best), ("steps_to_25pct_gain", target_ll)):
-                        step, ok = _first_step(rec["curve"], target, st.student_steps)
+                        step, ok = _first_step(cv, target, st.student_steps)
                         values.setdefault(f"{m}_{key}", []).append(step)
                         censored[f"{m}_{key}"] = censored.get(f"{m}_{key}", 0) + (not ok)
     criteo = None
     if only in (None, "criteo"):
         with Stage("criteo", times):
-            criteo = criteo_sample_check(data_dir, st.num_buckets)
+            criteo = criteo_sample_check(data_dir, runs / "criteo_sample", st.num_buckets, progress=progress)
         if criteo is not None:
             for k in ("rows", "ctr", "heldout_logloss", "heldout_auc"):
                 values[f"criteo_sample_{k}"] = [criteo[k]]
