@@ -235,3 +235,39 @@ def test_soft_targets_inputs_are_checked(t, bad):
         return
     assert bad is None
     assert torch.isfinite(p).all() and torch.allclose(p.sum(1), torch.ones(4))
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_silent_server_costs_at_most_the_download_budget(tmp_path):
+    """A server that accepts connections but never answers: each URL times out, the total is bounded by the
+    budget, and the error names every place looked and every URL tried."""
+    import socket
+    import time
+
+    from darkknowledge.data.common import DatasetNotFoundError, RemoteFile, locate_files
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)  # connections complete in the backlog; nothing is ever read or written
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/file"
+    files = [RemoteFile(f"f{i}", None, (url, url)) for i in range(3)]
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DatasetNotFoundError) as e:
+            locate_files("silent", files, tmp_path / "data", timeout=0.5, budget=1.2)
+    finally:
+        srv.close()
+    assert time.monotonic() - t0 < 6  # six URLs at 0.5 s would be 3 s; the budget stops it after ~1.2 s
+    assert "not tried" in str(e.value) and "timed out" in str(e.value)
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
+    cfg = _digits_cfg(tmp_path / "r")
+    train(cfg, progress=False)
+    stale = tmp_path / "r" / ".checkpoint.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (tmp_path / "r" / "run.json").unlink()
+    train(cfg, resume=True, progress=False)
+    assert not stale.exists()

@@ -85,15 +85,31 @@ def test_missing_dataset_error_names_places(tmp_path, monkeypatch):
     assert "--data-dir" in msg and "DARKKNOWLEDGE_DATA" in msg
 
 
-def test_demo_quick_on_digits(tmp_path):
-    from darkknowledge.experiments import get_experiment
+def test_demo_quick_on_digits_trains_and_compares(tmp_path, monkeypatch):
+    """The demo trains every time into a fresh folder under runs/demo (never into the repository), writes its
+    report and figure, and compares itself with the committed reference runs."""
+    from darkknowledge.experiments.demo import run_demo
 
-    summary = get_experiment("demo")(out=tmp_path / "demo", quick=True, dataset="digits", progress=False)
+    monkeypatch.chdir(tmp_path)
+    summary = run_demo(quick=True, dataset="digits", progress=False)
+    (run,) = list((tmp_path / "runs" / "demo").iterdir())
     for k in ("teacher_errors", "baseline_errors", "distilled_errors", "distilled_agreement"):
         assert summary[k]["n"] == 1
-    assert (tmp_path / "demo" / "report.md").read_text().startswith("# darkknowledge demo")
-    on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert set(on_disk["baseline_errors"]) == {"mean", "std", "n", "values"}
+    report = (run / "report.md").read_text()
+    assert report.startswith("# darkknowledge demo (digits, quick)") and "QUICK MODE" in report
+    assert (run / "demo.png").stat().st_size > 5000
+    recs = {m: json.loads((run / "runs" / m / "run.json").read_text()) for m in ("teacher", "baseline", "distilled")}
+    assert summary["baseline_errors"]["mean"] == recs["baseline"]["final"]["test"]["errors"]
+    assert summary["teacher_errors"]["mean"] == recs["distilled"]["final"]["teacher_test"]["errors"]
+    ref = REPO / "results" / "demo-digits" / "quick" / "summary.json"
+    if ref.exists():  # the comparison quotes the committed reference numbers
+        r = json.loads(ref.read_text())["baseline_accuracy"]
+        assert f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" in report
+    # a second demo goes to a new folder; --resume continues the newest one without training again
+    run_demo(quick=True, dataset="digits", progress=False)
+    assert len(list((tmp_path / "runs" / "demo").iterdir())) == 2
+    again = run_demo(quick=True, dataset="digits", progress=False, resume=True)
+    assert again == json.loads(sorted((tmp_path / "runs" / "demo").iterdir())[-1].joinpath("summary.json").read_text())
 
 
 def test_python_m_entry_point():

@@ -13,6 +13,7 @@ from . import __version__
 
 EPILOG = """examples:
   darkknowledge demo --data-dir ../shared/data
+  darkknowledge demo --quick --dataset digits
   darkknowledge train --config configs/mnist_teacher.yaml out_dir=runs/teacher
   darkknowledge distill --config configs/mnist_student.yaml --teacher runs/teacher/best.safetensors \\
       out_dir=runs/distilled distill.temperature=20
@@ -63,10 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     _add_common(p)
 
-    p = sub.add_parser("demo", help="teacher, label-trained and distilled student, then a results table")
-    p.add_argument("--out", default="results/demo")
+    p = sub.add_parser("demo", help="train a teacher, a label-trained and a distilled student; a results table")
+    p.add_argument("--out", default=None, help="output folder (default: a fresh runs/demo/<time stamp>/)")
+    p.add_argument("--resume", action="store_true", help="continue the newest unfinished demo (or --out)")
     p.add_argument("--quick", action="store_true", help="fewer epochs (about a minute)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", choices=["mnist", "digits"], default=None,
+                   help="default: MNIST when its files are found, else scikit-learn's digits")
     _add_common(p)
 
     p = sub.add_parser("reproduce", help="rerun a paper experiment (see `darkknowledge reproduce --list`)")
@@ -147,10 +151,10 @@ def _evaluate_cmd(args: argparse.Namespace) -> int:
 
 
 def _demo_cmd(args: argparse.Namespace) -> int:
-    from .experiments import get_experiment
+    from .experiments.demo import run_demo
 
-    get_experiment("demo")(out=args.out, data_dir=args.data_dir, quick=args.quick, seed=args.seed,
-                           progress=not args.no_progress)
+    run_demo(out=args.out, data_dir=args.data_dir, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+             dataset=args.dataset, resume=args.resume)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "TrainConfig",
            "load_config", "apply_overrides", "parse_overrides", "same_config"]
@@ -58,6 +58,28 @@ class DataConfig(_Strict):
     include_classes: list[int] | None = None
     #: random shifts of up to this many pixels (Hinton et al.'s teacher used 2)
     augment_shift: int = 0
+    #: a user's own files instead of a built-in dataset (``dataset`` then only names them in the records);
+    #: see :mod:`darkknowledge.data.files` for the keys of ``files`` per format
+    format: Literal["idx", "npz", "npy", "images", "csv", "parquet"] | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    #: optional sha256 per file (checked when given)
+    sha256: dict[str, str] = Field(default_factory=dict)
+    label_column: str = "label"
+    #: the array names inside an ``.npz`` archive: inputs, labels
+    arrays: list[str] = Field(default_factory=lambda: ["x", "y"])
+    #: images: resize to this square size (None: keep; all must then share one size), and 1 or 3 channels
+    image_size: int | None = None
+    channels: Literal[1, 3] = 1
+
+    @model_validator(mode="after")
+    def _files_need_format(self) -> DataConfig:
+        if (self.files or self.sha256) and self.format is None:
+            raise ValueError("data.files / data.sha256 need data.format (idx, npz, npy, images, csv or parquet)")
+        if self.format is not None and not self.files:
+            raise ValueError(f"data.format {self.format!r} needs data.files")
+        if len(self.arrays) != 2:
+            raise ValueError("data.arrays names two arrays: inputs and labels")
+        return self
 
     @field_validator("fraction")
     @classmethod

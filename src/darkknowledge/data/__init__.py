@@ -53,6 +53,7 @@ class Splits:
     test: TensorData
     num_classes: int
     name: str
+    class_names: list[str] | None = None
 
 
 def _coarse_2x5(loader: Callable[..., dict[str, tuple[Tensor, Tensor]]]) -> Callable[..., dict[str, tuple]]:
@@ -76,6 +77,12 @@ def _clickthrough(data_dir=None, download=True):
     return load_clickthrough()
 
 
+def _criteo_sample(data_dir=None):
+    from .criteo import load_criteo_sample_split
+
+    return load_criteo_sample_split(data_dir)
+
+
 #: the built-in datasets; every dataset an experiment's run record names is here, so the CLI can load it
 _DATASETS: dict[str, Callable[..., dict[str, tuple[Tensor, Tensor]]]] = {
     "mnist": load_mnist,
@@ -85,9 +92,10 @@ _DATASETS: dict[str, Callable[..., dict[str, tuple[Tensor, Tensor]]]] = {
     "cifar10-jpeg": _cifar(False),
     "cifar10-jpeg-2x5": _cifar(True),
     "synthetic-clickthrough": _clickthrough,
+    "criteo-sample": lambda data_dir=None, download=True: _criteo_sample(data_dir),
 }
 _NUM_CLASSES = {"mnist": 10, "digits": 10, "synthetic": 10, "mnist-2x5": 2, "cifar10-jpeg": 10,
-                "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2}
+                "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2, "criteo-sample": 2}
 
 
 def register_dataset(name: str, loader: Callable[..., dict[str, tuple[Tensor, Tensor]]], num_classes: int) -> None:

@@ -86,6 +86,19 @@ class CriteoData(NamedTuple):
         return CriteoData(labels, self.ints[index], self.cats[index])
 
 
+def load_criteo_sample_split(data_dir: str | os.PathLike | None = None, download: bool = False,
+                             num_buckets: int = 4096) -> dict[str, tuple]:
+    """The registry's ``criteo-sample``: the 1,000 labelled rows as ``ctr_mlp`` inputs, the first 800 as
+    ``train`` and the last 200 as ``test`` (the pipeline check of the subclass-clickthrough experiment)."""
+    import torch
+
+    from .clickthrough import ctr_inputs
+
+    data = load_criteo_sample("train", data_dir)
+    x, y = ctr_inputs(data, num_buckets), torch.from_numpy(data.labels).long()
+    return {"train": (x[:800], y[:800]), "test": (x[800:], y[800:])}
+
+
 # --------------------------------------------------------------------------------------------------
 # reading
 

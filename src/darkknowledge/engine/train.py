@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from ..cache import cached_teacher, state_sha256
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
-from ..data import Splits, load_dataset
+from ..data import Splits, TensorData, load_dataset, train_val_split
 from ..data.common import sha256_file
+from ..data.files import load_files
 from ..methods import Method, create_method, get_method
 from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
@@ -328,7 +329,7 @@ def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], 
         "git_commit": git_commit(),
         "machine": machine_facts(),
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val),
-                    "test": len(splits.test)},
+                    "test": len(splits.test), **({"class_names": splits.class_names} if splits.class_names else {})},
         "wall_time_s": st.elapsed,
         "cpu_time_s": st.cpu,
         "epochs": st.history,
@@ -352,8 +353,10 @@ def _selection_score(row: dict[str, Any], metric: str) -> float:
 
 
 def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
-    """Load the dataset, carve the validation split, and restrict the training split as configured."""
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed)
+    """Load the dataset (a built-in one, or the user's files of ``cfg.format``), carve the validation
+    split, and restrict the training split as configured."""
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed) if cfg.format is None \
+        else _user_files(cfg)
     tr = splits.train
     keep = torch.ones(len(tr), dtype=torch.bool)
     for c in cfg.exclude_classes:
@@ -371,6 +374,16 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     if len(tr) == 0:
         raise ValueError("the training split is empty after the class/fraction restrictions")
     return dataclasses.replace(splits, train=tr)
+
+
+def _user_files(cfg: DataConfig) -> Splits:
+    raw, names = load_files(cfg.format, cfg.files, cfg.sha256, cfg.label_column, tuple(cfg.arrays), cfg.image_size,
+                            cfg.channels)
+    (xtr, ytr), (xte, yte) = raw["train"], raw["test"]
+    n_cls = len(names) if names else int(max(ytr.max(), yte.max())) + 1
+    full = TensorData(xtr, ytr)
+    tr, va = train_val_split(len(full), cfg.val_size, cfg.split_seed)
+    return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), n_cls, cfg.dataset, names)
 
 
 def _check_splits(splits: Splits) -> None:

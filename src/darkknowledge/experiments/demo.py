@@ -1,14 +1,22 @@
-"""``darkknowledge demo``: teacher, label-trained student and distilled student, then a table.
+"""``darkknowledge demo``: a teacher, a label-trained student and a distilled student — trained every time —
+then a table, a figure, and a comparison with the committed reference runs.
 
 MNIST when its files are found (``--data-dir`` / ``DARKKNOWLEDGE_DATA``, or a download), otherwise
-scikit-learn's bundled 8×8 digits. A small version of Hinton et al. (2015) §3 and §6: a
-dropout-regularised 1200-1200 teacher trained on every training image with ±2 px shifts, then two
-unregularised 800-800 students on the same 20% transfer set (unshifted) — one from the labels, one
-distilled at ``T = 20`` with a small hard-label term. About 2–3 minutes on 2 CPU cores.
+scikit-learn's bundled 8×8 digits (no files, no network). A small version of Hinton et al. (2015) §3:
+a dropout-regularised teacher trained on every training image with random shifts, then two unregularised
+students on the same 20% transfer set (unshifted) — one from the labels, one distilled from the teacher's
+soft targets with a small hard-label term.
+
+* ``darkknowledge demo`` trains into a fresh folder (default ``runs/demo/<time stamp>/``, outside the
+  committed results; ``--resume`` continues the newest unfinished one) and never writes to the repository.
+* ``darkknowledge reproduce demo`` / ``demo-digits`` (``--seeds 3``) write the reference runs
+  ``results/demo`` / ``results/demo-digits`` (``--quick``: ``results/demo-digits/quick``) that every
+  demo compares itself with, saying whether it agrees within seed noise.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,32 +27,47 @@ from ..utils import atomic_write_json
 from . import register_experiment
 from .runner import run_cached
 
+__all__ = ["run_demo", "reference", "demo_configs", "pick_dataset", "REFERENCE_DIRS"]
+
 TRANSFER_FRACTION = 0.2  # the students' share of the training split
+MODELS = ("teacher", "baseline", "distilled")
+#: where the committed reference runs of each dataset live (relative to the repository root)
+REFERENCE_DIRS = {"mnist": "results/demo", "digits": "results/demo-digits"}
+#: the digits students' temperature, learning rate and hard-label weight, chosen on the validation split
+DIGITS_T, DIGITS_LR, DIGITS_W_HARD = 4.0, 0.05, 0.5
 
 
 def demo_configs(dataset: str, out: Path, seed: int, quick: bool, data_dir: str | None) -> dict[str, dict[str, Any]]:
     """The three runs' configs (plain dicts validated by :class:`~darkknowledge.config.TrainConfig`).
 
     The teacher trains on the whole training split (bar validation) with shifted inputs; both students
-    train on the same seeded 20% of it, the transfer set, without shifts.
+    train on the same seeded 20% of it, the transfer set, without shifts. Seed 0 keeps the folder names
+    of the original single-seed demo (``runs/teacher`` ...); other seeds get a ``_seed<k>`` suffix.
     """
     mnist = dataset == "mnist"
-    t_epochs, s_epochs = ((3, 8) if quick else (12, 30)) if mnist else ((10, 20) if quick else (40, 60))
+    sfx = "" if seed == 0 else f"_seed{seed}"
     data = {"dataset": dataset, "data_dir": data_dir, "val_size": 5000 if mnist else 200}
-    big, small = ([1200, 1200], [800, 800]) if mnist else ([256, 256], [64, 64])
-    inf = 784 if mnist else 64
-    teacher = {"name": "teacher", "seed": seed, "epochs": t_epochs, "batch_size": 128, "out_dir": str(out / "teacher"),
+    if mnist:
+        t_epochs, s_epochs = (3, 8) if quick else (12, 30)
+        big, small, inf, shift, temp = [1200, 1200], [800, 800], 784, 2, 20.0
+        s_optim = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cosine"}
+    else:  # digits: settings chosen on the validation split (see the reference report)
+        t_epochs, s_epochs = (20, 30) if quick else (40, 60)
+        big, small, inf, shift, temp = [256, 256], [64, 64], 64, 1, DIGITS_T
+        s_optim = {"name": "sgd", "lr": DIGITS_LR, "momentum": 0.9, "schedule": "cosine"}
+    teacher = {"name": "teacher", "seed": seed, "epochs": t_epochs, "batch_size": 128,
+               "out_dir": str(out / f"teacher{sfx}"),
                "model": {"name": "mlp", "args": {"in_features": inf, "hidden": big, "dropout": 0.5,
                                                  "input_dropout": 0.2, "max_norm": 15.0}},
-               "data": {**data, "augment_shift": 2 if mnist else 1},
+               "data": {**data, "augment_shift": shift},
                "optim": {"name": "adam", "lr": 1e-3, "schedule": "cosine"}}
     baseline = {"name": "baseline", "seed": seed, "epochs": s_epochs, "batch_size": 128,
-                "out_dir": str(out / "baseline"), "model": {"name": "mlp", "args": {"in_features": inf, "hidden": small}},
-                "data": {**data, "fraction": TRANSFER_FRACTION},
-                "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cosine"}}
-    distilled = {**baseline, "name": "distilled", "out_dir": str(out / "distilled"),
-                 "distill": {"teachers": [str(out / "teacher" / "best.safetensors")], "temperature": 20.0,
-                             "w_soft": 1.0, "w_hard": 0.1}}
+                "out_dir": str(out / f"baseline{sfx}"),
+                "model": {"name": "mlp", "args": {"in_features": inf, "hidden": small}},
+                "data": {**data, "fraction": TRANSFER_FRACTION}, "optim": s_optim}
+    distilled = {**baseline, "name": "distilled", "out_dir": str(out / f"distilled{sfx}"),
+                 "distill": {"teachers": [str(out / f"teacher{sfx}" / "best.safetensors")], "temperature": temp,
+                             "w_soft": 1.0, "w_hard": DIGITS_W_HARD if not mnist else 0.1}}
     return {"teacher": teacher, "baseline": baseline, "distilled": distilled}
 
 
@@ -57,56 +80,151 @@ def pick_dataset(data_dir: str | None) -> str:
         return "digits"
 
 
-@register_experiment("demo")
-def run_demo(out: str | Path = "results/demo", data_dir: str | None = None, quick: bool = False, seed: int = 0,
-             progress: bool = True, dataset: str | None = None) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    out = Path(out)
-    dataset = dataset or pick_dataset(data_dir)
-    cfgs = demo_configs(dataset, out / "runs", seed, quick, data_dir)
-    recs = {k: run_cached(c, progress=progress) for k, c in cfgs.items()}
+def _train_seed(dataset: str, runs: Path, seed: int, quick: bool, data_dir: str | None,
+                progress: bool) -> dict[str, dict[str, Any]]:
+    cfgs = demo_configs(dataset, runs, seed, quick, data_dir)
+    return {k: run_cached(c, progress=progress) for k, c in cfgs.items()}
 
-    teacher_test = recs["distilled"]["final"]["teacher_test"]
-    rows, values = [], {}
-    for key, test in (("teacher", teacher_test), ("baseline", recs["baseline"]["final"]["test"]),
-                      ("distilled", recs["distilled"]["final"]["test"])):
-        agree = test.get("agreement", 1.0 if key == "teacher" else None)
-        if key == "baseline":  # agreement of the label-trained student with the same teacher
-            agree = None
-        rows.append([key, test["errors"], f"{100 * test['accuracy']:.2f}", f"{test['nll']:.4f}",
-                     f"{test['ece']:.4f}", "–" if agree is None else f"{100 * agree:.2f}"])
-        for m in ("errors", "accuracy", "nll", "ece", "brier"):
-            values[f"{key}_{m}"] = [test[m]]
-    values["distilled_agreement"] = [recs["distilled"]["final"]["test"]["agreement"]]
-    values["distilled_kl_teacher_student"] = [recs["distilled"]["final"]["test"]["kl_teacher_student"]]
-    wall = time.perf_counter() - t0
-    run_wall = sum(r["wall_time_s"] for r in recs.values())
-    run_cpu = sum(r.get("cpu_time_s", float("nan")) for r in recs.values())
+
+def _values(recs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Test metrics of the three models (the teacher's as measured in the distilled student's run)."""
+    tests = {"teacher": recs["distilled"]["final"]["teacher_test"], "baseline": recs["baseline"]["final"]["test"],
+             "distilled": recs["distilled"]["final"]["test"]}
+    out = {f"{k}_{m}": float(t[m]) for k, t in tests.items() for m in ("errors", "accuracy", "nll", "ece", "brier")}
+    out["distilled_agreement"] = float(tests["distilled"]["agreement"])
+    out["distilled_kl_teacher_student"] = float(tests["distilled"]["kl_teacher_student"])
+    return out
+
+
+# --------------------------------------------------------------------------- the reference runs
+
+
+def reference(out: str | Path, data_dir: str | None = None, quick: bool = False, seeds: int = 3,
+              progress: bool = True, dataset: str = "mnist") -> dict[str, Any]:
+    """Train (or reuse) ``seeds`` seeds of the demo on ``dataset``; write summary, report and provenance."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    t0 = time.perf_counter()
+    if dataset == "mnist":
+        load_dataset("mnist", data_dir)  # a clear error now rather than after creating the folder
+    out = Path(out) / ("quick" if quick else "")
+    per_seed = [_train_seed(dataset, out / "runs", k, quick, data_dir, progress) for k in range(seeds)]
+    values: dict[str, list[float]] = {}
+    for recs in per_seed:
+        for k, v in _values(recs).items():
+            values.setdefault(k, []).append(v)
     summary = write_summary(out, values)
-    prov = provenance(f"darkknowledge demo{' --quick' if quick else ''}", wall, [seed])
-    prov.update({"runs_wall_time_s": run_wall, "runs_cpu_time_s": run_cpu})
+    cmd = f"darkknowledge reproduce demo{'-digits' if dataset == 'digits' else ''} --seeds {seeds}" + \
+          (" --quick" if quick else "")
+    prov = provenance(cmd, time.perf_counter() - t0, list(range(seeds)))
+    prov["runs_wall_time_s"] = sum(r["wall_time_s"] for recs in per_seed for r in recs.values())
+    prov["runs_cpu_time_s"] = sum(r.get("cpu_time_s", 0.0) for recs in per_seed for r in recs.values())
+    prov["settings"] = demo_configs(dataset, Path("runs"), 0, quick, None)
     atomic_write_json(out / "provenance.json", prov)
-    n_test = teacher_test["n"]
-    table = markdown_table(["model", f"test errors (of {n_test})", "accuracy %", "NLL", "ECE (15 bins)",
-                            "agreement with teacher %"], rows)
-    ahead = summary["distilled_errors"]["mean"] < summary["baseline_errors"]["mean"]
-    n_transfer = recs["baseline"]["dataset"]["train"]
-    setup = (f"Teacher: {recs['teacher']['dataset']['train']} training images with random shifts; both students: "
-             f"the same {n_transfer}-image transfer set ({TRANSFER_FRACTION:.0%} of the training split), no shifts.")
-    text = (f"# darkknowledge demo ({dataset})\n\n{setup}\n\n{table}\n\n"
-            f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one. "
-            f"One seed ({seed}); epochs chosen on the validation split; test set used only for this table.\n\n"
-            f"Configs: `runs/*/run.json`. Training wall time {run_wall:.0f} s, process CPU time {run_cpu:.0f} s "
-            f"(all {prov['machine']['torch_threads']} threads; both grow when other work shares the "
-            f"{prov['machine']['cpu_count']} cores — load average at the end: "
-            f"{', '.join(f'{v:.1f}' for v in prov['machine']['load_average'] or [])}). "
-            f"Commit {prov['git_commit']}. Machine: {prov['machine']['cpu']}.\n")
-    write_report(out, text)
-    print("\n" + setup + "\n\n" + table + "\n")
-    print(f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one "
-          f"({summary['distilled_errors']['mean']:.0f} vs {summary['baseline_errors']['mean']:.0f} test errors). "
-          f"Results in {out}/ (wall time {wall:.0f} s; training CPU time {run_cpu:.0f} s).")
+    rows = [[m, fmt(summary[f"{m}_errors"], 1), fmt(summary[f"{m}_accuracy"], 2, 100)] for m in MODELS]
+    d, b = summary["distilled_accuracy"]["values"], summary["baseline_accuracy"]["values"]
+    wins = sum(x > y for x, y in zip(d, b))
+    write_report(out, f"# darkknowledge demo — reference runs ({dataset}{', quick' if quick else ''})\n\n"
+                 f"Command: `{cmd}`. Commit `{prov['git_commit']}`; {prov['machine'].get('cpu')}; training time "
+                 f"{prov['runs_wall_time_s']:.0f} s over {3 * seeds} runs. `darkknowledge demo` compares itself with "
+                 "these numbers.\n\n"
+                 + markdown_table(["model", "test errors", "test accuracy %"], rows)
+                 + f"\n\nThe distilled student beats the label-trained one in {wins} of {seeds} seeds "
+                 f"(mean accuracy {100 * summary['distilled_accuracy']['mean']:.2f}% vs "
+                 f"{100 * summary['baseline_accuracy']['mean']:.2f}%).\n")
     return summary
 
 
-__all__ = ["run_demo", "demo_configs", "fmt"]
+@register_experiment("demo")
+def reference_mnist(out: str | Path = "results/demo", data_dir: str | None = None, quick: bool = False,
+                    seeds: int = 3, progress: bool = True) -> dict[str, Any]:
+    """The MNIST reference runs of ``darkknowledge demo``."""
+    return reference(out, data_dir, quick, seeds, progress, "mnist")
+
+
+@register_experiment("demo-digits")
+def reference_digits(out: str | Path = "results/demo-digits", data_dir: str | None = None, quick: bool = False,
+                     seeds: int = 3, progress: bool = True) -> dict[str, Any]:
+    """The digits reference runs of ``darkknowledge demo`` (the embedded default: no files, no network)."""
+    return reference(out, data_dir, quick, seeds, progress, "digits")
+
+
+# --------------------------------------------------------------------------- the demo itself
+
+
+def _fresh_dir(base: Path, resume: bool) -> Path:
+    """``base/<time stamp>``; with ``resume`` the newest unfinished one (or the newest, if all finished)."""
+    if resume:
+        olds = sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+        if not olds:
+            raise ValueError(f"--resume: no earlier demo in {base}/ to continue")
+        unfinished = [p for p in olds if not (p / "summary.json").exists()]
+        return (unfinished or olds)[-1]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d, k = base / stamp, 1
+    while d.exists():
+        d, k = base / f"{stamp}-{k}", k + 1
+    return d
+
+
+def _find_reference(dataset: str, quick: bool) -> tuple[Path | None, dict[str, Any] | None]:
+    rel = Path(REFERENCE_DIRS[dataset]) / ("quick" if quick else "")
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        p = root / rel / "summary.json"
+        if p.is_file():
+            return p.parent, json.loads(p.read_text())
+    return None, None
+
+
+def _agrees(x: float, ref: dict[str, Any], n_test: int) -> str:
+    """Within seed noise: |x − mean| ≤ 3·std + one test example (the std of n ≥ 2 reference seeds)."""
+    if ref["n"] < 2:
+        return "– (reference has 1 seed)"
+    ok = abs(x - ref["mean"]) <= 3 * ref["std"] + 1.0 / n_test
+    return "yes" if ok else f"**no** ({(x - ref['mean']) / max(ref['std'], 1e-12):+.1f} std)"
+
+
+def run_demo(out: str | Path | None = None, data_dir: str | None = None, quick: bool = False, seed: int = 0,
+             progress: bool = True, dataset: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train the demo's three models into a fresh folder, print the table, write report and figure."""
+    t0 = time.perf_counter()
+    dataset = dataset or pick_dataset(data_dir)
+    out = Path(out) if out is not None else _fresh_dir(Path("runs/demo"), resume)
+    recs = _train_seed(dataset, out / "runs", seed, quick, data_dir, progress)
+    values = _values(recs)
+    summary = write_summary(out, {k: [v] for k, v in values.items()})
+    ref_dir, ref = _find_reference(dataset, quick)
+    n_test = int(recs["baseline"]["final"]["test"]["n"])
+    rows = []
+    for m in MODELS:
+        acc = values[f"{m}_accuracy"]
+        r = (ref or {}).get(f"{m}_accuracy")
+        rows.append([m, int(values[f"{m}_errors"]), f"{100 * acc:.2f}",
+                     fmt(r, 2, 100) if r else "–", _agrees(acc, r, n_test) if r else "–"])
+    table = markdown_table(["model", f"test errors (of {n_test})", "accuracy %", "reference accuracy % (mean ± std)",
+                            "agrees within seed noise"], rows)
+    ahead = values["distilled_accuracy"] > values["baseline_accuracy"]
+    wall = time.perf_counter() - t0
+    prov = provenance(f"darkknowledge demo{' --quick' if quick else ''}", wall, [seed])
+    prov["runs_wall_time_s"] = sum(r["wall_time_s"] for r in recs.values())
+    atomic_write_json(out / "provenance.json", prov)
+    from .demo_figure import demo_figure
+
+    demo_figure(out / "demo.png", recs, values, ref, dataset, data_dir)
+    n_transfer = recs["baseline"]["dataset"]["train"]
+    setup = (f"Dataset: {dataset}. Teacher: {recs['teacher']['dataset']['train']} training images with random "
+             f"shifts; both students: the same {n_transfer}-image transfer set ({TRANSFER_FRACTION:.0%} of the "
+             f"training split), no shifts; the distilled one at T = "
+             f"{recs['distilled']['config']['distill']['temperature']:g}.")
+    verdict = (f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one "
+               f"({int(values['distilled_errors'])} vs {int(values['baseline_errors'])} test errors).")
+    refnote = (f"Reference: `{ref_dir}` ({ref['teacher_accuracy']['n']} seeds)." if ref else
+               "No committed reference runs found for this dataset and mode.")
+    quick_note = "**QUICK MODE**: a few epochs; the numbers check the pipeline, not the method.\n\n" if quick else ""
+    write_report(out, f"# darkknowledge demo ({dataset}{', quick' if quick else ''})\n\n{quick_note}{setup}\n\n"
+                 f"{table}\n\n{verdict} {refnote} Seed {seed}; epochs selected on the validation split; the test "
+                 f"set is used only for this table. Training wall time {prov['runs_wall_time_s']:.0f} s; commit "
+                 f"{prov['git_commit']}.\n\n![test errors and the teacher's soft targets](demo.png)\n")
+    print("\n" + quick_note.replace("**", "") + setup + "\n\n" + table + "\n")
+    print(f"{verdict} {refnote}\nResults in {out}/ (report.md, demo.png; wall time {wall:.0f} s).")
+    return summary

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import Splits, TensorData
+from ..data import Splits, TensorData, load_dataset
 from ..data.clickthrough import ClickthroughConfig, ClickthroughWorld, ctr_inputs
 from ..models import load_model
 from ..report import markdown_table, write_report, write_summary
@@ -191,10 +191,8 @@ def criteo_sample_check(data_dir: str | None, out_dir: Path, num_buckets: int = 
         data = load_criteo_sample("train", data_dir)
     except (DatasetNotFoundError, FileNotFoundError):
         return None
-    x = ctr_inputs(data, num_buckets)
     y = torch.from_numpy(data.labels).long()
-    splits = Splits(TensorData(x[:800], y[:800]), TensorData(x[:0], y[:0]), TensorData(x[800:], y[800:]), 2,
-                    "criteo-sample")
+    splits = load_dataset("criteo-sample", data_dir, val_size=0)  # rows 0-799 train, 800-999 test, no validation
     cfg = {"name": "criteo_sample", "seed": seed, "epochs": 8, "batch_size": 100, "threads": 1,
            "eval_every_steps": 64, "optim": {"name": "adam", "lr": 3e-3, "schedule": "constant"},
            "data": {"dataset": "criteo-sample", "val_size": 0},
