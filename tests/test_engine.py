@@ -147,3 +147,40 @@ def test_cli_evaluates_a_subclass_checkpoint(shared_data, tmp_path):
     pred = m.eval()(splits.test.x).argmax(1)
     assert got["errors"] == int((pred != splits.test.y).sum())
     assert got["n"] == 10_000
+
+
+DEVICES: list[tuple[str, str, str]] = []
+
+
+@register_method("_record_devices")
+class _RecordDevices(Method):
+    """Cross-entropy plus the teacher's soft targets, remembering where every tensor of a step lives."""
+
+    needs_teacher = True
+
+    def forward(self, x, y, idx=None, *, epoch: int = 0, step: int = 0):
+        logits = self.student(x)
+        p = self.teacher.soft_targets(x, 2.0, idx)
+        DEVICES.append((str(x.device), str(next(self.student.parameters()).device), str(p.device)))
+        return logits, {"hard": torch.nn.functional.cross_entropy(logits, y), "soft": 0.0 * p.sum()}
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA here"))])
+def test_the_device_is_honoured_end_to_end(tmp_path, device):
+    train(validate(_cfg(tmp_path / "t", epochs=1, device=device)), progress=False)
+    DEVICES.clear()
+    rec = train(validate(_cfg(tmp_path / "s", epochs=1, device=device, method="_record_devices",
+                              distill={"teachers": [str(tmp_path / "t" / "best.safetensors")]})), progress=False)
+    want = str(torch.device(device if device != "cuda" else "cuda:0"))
+    assert DEVICES and set(DEVICES) == {(want, want, want)}
+    assert rec["device"] == want and rec["config"]["device"] == device
+
+
+def test_an_unavailable_device_is_a_clear_error_before_anything_is_written(tmp_path):
+    bad = "mps" if not torch.cuda.is_available() else "cuda:99"
+    with pytest.raises(ValueError, match="not available|only"):
+        train(validate(_cfg(tmp_path / "r", device=bad)), progress=False)
+    with pytest.raises(ValueError, match="not one of"):
+        train(validate(_cfg(tmp_path / "r", device="tpu")), progress=False)
+    assert not (tmp_path / "r").exists()

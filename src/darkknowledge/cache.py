@@ -63,7 +63,12 @@ def fingerprint(teacher: Teacher, x: Tensor) -> str:
 
 @torch.no_grad()
 def compute_member_logits(teacher: Teacher, x: Tensor, batch_size: int = 2000) -> Tensor:
-    return torch.cat([teacher.member_logits(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    """The teacher's member logits ``[N, M, C]`` on ``x``, in batches on the teacher's device; returned on the CPU."""
+    from .utils import module_device
+
+    dev = module_device(teacher)
+    return torch.cat([teacher.member_logits(x[i:i + batch_size].to(dev)).float().cpu()
+                      for i in range(0, x.shape[0], batch_size)])
 
 
 def values_sha256(logits: Tensor) -> str:

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="teacher model file; repeat for an ensemble")
             p.add_argument("--combine", choices=["arithmetic", "geometric"], default=None)
         p.add_argument("--out", help="output directory (same as out_dir=...)")
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as device=...)")
         p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.01 epochs=5")
         _add_common(p)
@@ -91,6 +92,8 @@ def _train_cmd(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"out_dir={args.out}")
+    if args.device:
+        overrides.append(f"device={args.device}")
     if args.command == "distill":  # before the overrides are validated: distill.* overrides need the teachers
         overrides.append("distill.teachers=" + json.dumps(args.teacher))
         if args.combine:

@@ -196,8 +196,11 @@ class TrainConfig(_Strict):
     eval_every_steps: int = 0
     #: metric on the validation split that selects the reported model
     select_metric: Literal["accuracy", "nll"] = "accuracy"
-    #: "bf16": the training forward runs under CPU bf16 autocast (losses stay fp32; evaluation is fp32)
+    #: "bf16": the training forward runs under bf16 autocast (losses stay fp32; evaluation is fp32)
     precision: Literal["fp32", "bf16"] = "fp32"
+    #: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps"; student, teacher, batches and
+    #: cached teacher outputs all live there
+    device: str = "auto"
     #: channels_last memory format for the model and 4-d image batches (faster convolutions on CPU)
     channels_last: bool = False
 

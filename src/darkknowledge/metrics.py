@@ -60,9 +60,13 @@ def agreement_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict[st
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 2000) -> Tensor:
+    """``model``'s logits on ``x`` in eval mode, in batches moved to the model's device; returned on the CPU."""
+    from .utils import module_device
+
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    dev = module_device(model)
+    out = torch.cat([model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, x.shape[0], batch_size)])
     model.train(was_training)
     return out
 

@@ -28,7 +28,7 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
             temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1, epochs: int = 10,
             batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
             combine: str = "arithmetic", method: str | None = None, method_args: dict[str, Any] | None = None,
-            out_dir: str | None = None, progress: bool = True) -> nn.Module:
+            out_dir: str | None = None, progress: bool = True, device: str = "auto") -> nn.Module:
     """Distil ``teacher`` (an ``nn.Module``, a list of them as an ensemble, a :class:`Teacher`, or ``None``
     to train from labels only) into ``student`` and return ``student`` with the weights selected on
     validation (Hinton et al. 2015 §2: ``w_soft · T² · KL(p_T ‖ q_T) + w_hard · CE(y, q_1)``).
@@ -38,6 +38,7 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
     metrics and ``w_hard`` is 0. ``val``: a validation set (default: a seeded ``val_fraction`` of ``x``);
     ``test``: a test set for the final metrics (default: the validation set). ``out_dir``: keep the run
     (checkpoint, ``run.json``, ``best.safetensors``) there, resumable; default a temporary folder.
+    ``device``: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
     """
     t = as_teacher(teacher, combine=combine) if teacher is not None else None
     if isinstance(x, Tensor) and y is None:
@@ -45,8 +46,9 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
             raise ValueError("labels y are needed to train without a teacher")
         if x.shape[0] == 0:
             raise ValueError("x is empty")
-        with torch.no_grad():
-            y = torch.cat([t.logits(x[i:i + 1000]) for i in range(0, x.shape[0], 1000)]).argmax(1)
+        from ..metrics import predict_logits
+
+        y = predict_logits(t, x, 1000).argmax(1)
         w_hard = 0.0
     data = as_tensor_data(x, y, "x")
     if len(data) == 0:
@@ -64,7 +66,7 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
     cfg = {"name": "distill" if t is not None else "labels", "seed": seed, "epochs": epochs,
            "batch_size": batch_size, "optim": {"name": optimizer, "lr": lr, "schedule": "constant"},
            "data": {"dataset": "in-memory", "val_size": len(val_data)}, "method": method,
-           "method_args": method_args or {}}
+           "method_args": method_args or {}, "device": device}
     if t is not None:
         cfg["distill"] = {"teachers": ["(in-memory teacher)"], "temperature": temperature, "w_soft": w_soft,
                           "w_hard": w_hard, "combine": combine}

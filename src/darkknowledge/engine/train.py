@@ -40,7 +40,7 @@ from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher
 from ..transforms import random_shift
-from ..utils import atomic_write_json, git_commit, machine_facts, seed_everything
+from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from .lock import RunLock
 from .state import RunExistsError, State, load_checkpoint, restore, save_checkpoint
 
@@ -77,6 +77,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
         raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another out_dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
     splits = splits or prepare_data(cfg.data)
@@ -84,14 +85,17 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     train_data, n_cls = splits.train, splits.num_classes
     model, model_name, model_args = _build_student(cfg, n_cls, student)
     teacher, teacher_sha = _load_teacher(cfg, n_cls, teacher)
-    _check_inputs(train_data.x[:2], model, teacher, cfg)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg)
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
         load_checkpoint(ckpt_path, cfg, teacher_sha)
     with RunLock(out):
         if ckpt_path.exists() and not resume:  # another process started this run meanwhile
             raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
                                  "out_dir")
-        method = _build_method(cfg, model, teacher, train_data.x, out)
+        method = _build_method(cfg, model, teacher, train_data.x, out).to(device)
         return _loop(cfg, out, splits, model, (model_name, model_args), teacher, teacher_sha, method, resume,
                      progress, track_train, track_test)
 
@@ -115,6 +119,10 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
 
     test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
     x_all, y_all = train_data.x, train_data.y
+    device = module_device(model)
+    if device.type == "cuda":  # page-locked host memory: batches copy to the GPU asynchronously
+        x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
+    amp = device.type if device.type in ("cpu", "cuda") else None
     if cfg.eval_every_steps and not st.curve:
         st.curve.append(_curve_point(cfg, 0, model, splits))
     model.train()
@@ -127,9 +135,9 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
                    disable=None if progress else True, leave=False, file=sys.stderr)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = _batch(cfg, x_all, y_all, idx, aug_gen)
+            x, y = _batch(cfg, x_all, y_all, idx, aug_gen, device)
             try:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and amp):
                     _, losses = method(x, y, idx, epoch=st.epoch, step=st.global_step)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
@@ -174,7 +182,7 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
     model.load_state_dict(load_file(str(out / "best.safetensors")))  # the model selected on validation
     final = _final_metrics(cfg, st, model, splits, teacher, test_teacher_logits)
     st.tick()
-    record = _record(cfg, st, splits, final, teacher_sha)
+    record = _record(cfg, st, splits, final, teacher_sha, model)
     atomic_write_json(out / "run.json", record)
     return record
 
@@ -252,11 +260,13 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
     return create_method(name, model, serving, **args)
 
 
-def _batch(cfg: TrainConfig, x_all: Tensor, y_all: Tensor, idx: Tensor, aug_gen: torch.Generator
-           ) -> tuple[Tensor, Tensor]:
+def _batch(cfg: TrainConfig, x_all: Tensor, y_all: Tensor, idx: Tensor, aug_gen: torch.Generator,
+           device: torch.device) -> tuple[Tensor, Tensor]:
     x, y = x_all[idx], y_all[idx]
     if cfg.data.augment_shift:
         x = random_shift(x, cfg.data.augment_shift, aug_gen)
+    if device.type != "cpu":
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if cfg.channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y
@@ -320,14 +330,15 @@ def _final_metrics(cfg: TrainConfig, st: State, selected: nn.Module, splits: Spl
     return final
 
 
-def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], teacher_sha: list[str]
-            ) -> dict[str, Any]:
+def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], teacher_sha: list[str],
+            selected_model: nn.Module | None = None) -> dict[str, Any]:
     record = {
         "name": cfg.name,
         "config": cfg.model_dump(),
         "seed": cfg.seed,
         "git_commit": git_commit(),
         "machine": machine_facts(),
+        "device": str(module_device(selected_model)) if selected_model is not None else None,
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val),
                     "test": len(splits.test), **({"class_names": splits.class_names} if splits.class_names else {})},
         "wall_time_s": st.elapsed,
