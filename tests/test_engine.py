@@ -184,3 +184,25 @@ def test_an_unavailable_device_is_a_clear_error_before_anything_is_written(tmp_p
     with pytest.raises(ValueError, match="not one of"):
         train(validate(_cfg(tmp_path / "r", device="tpu")), progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_metrics_csv_and_guidance_warnings(tmp_path):
+    """metrics.csv mirrors the history; a weak teacher and a soft term that does not move are named."""
+    import csv
+
+    train(validate(_cfg(tmp_path / "t", epochs=1, model={"name": "mlp", "args": {"in_features": 64, "hidden": [4]}})),
+          progress=False)
+    rec = train(validate(_cfg(tmp_path / "s", epochs=3, optim={"name": "sgd", "lr": 1e-7},
+                              distill={"teachers": [str(tmp_path / "t" / "best.safetensors")], "kind": "kl"})),
+                progress=False)
+    rows = list(csv.DictReader((tmp_path / "s" / "metrics.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3]
+    assert [float(r["val/accuracy"]) for r in rows] == [e["val"]["accuracy"] for e in rec["epochs"]]
+    assert [float(r["train_loss/soft"]) for r in rows] == [e["train_loss"]["soft"] for e in rec["epochs"]]
+    text = " ".join(rec.get("warnings", []))
+    assert "soft term has not moved" in text  # lr 1e-7: nothing moves
+    # a well-trained student of a 4-unit teacher: the teacher is not clearly better
+    rec2 = train(validate(_cfg(tmp_path / "s2", epochs=3, distill={"teachers": [str(tmp_path / "t" /
+                                                                                   "best.safetensors")]})),
+                 progress=False)
+    assert any("not clearly better" in w for w in rec2.get("warnings", [])), rec2.get("warnings")

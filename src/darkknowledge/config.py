@@ -18,6 +18,10 @@ __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillCo
            "load_config", "apply_overrides", "parse_overrides", "same_config"]
 
 
+#: the YAML configs shipped inside the package (also reachable as ``configs/`` in the repository)
+BUNDLED = Path(__file__).resolve().parent / "configs"
+
+
 class ConfigError(ValueError):
     """A configuration is invalid; the message names the offending key."""
 
@@ -313,8 +317,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and (BUNDLED / p.name).is_file() and p.parent.name in ("", "configs"):
+            p = BUNDLED / p.name  # the configs shipped with the package (``configs/mnist_teacher.yaml`` anywhere)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file not found: {p} (bundled configs: "
+                              f"{', '.join(sorted(f.name for f in BUNDLED.glob('*.yaml')))})")
         try:
             data = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:

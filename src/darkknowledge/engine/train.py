@@ -41,7 +41,9 @@ from ..models import apply_max_norm, create_model, load_model, save_model
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher
 from ..transforms import random_shift
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
+from .guidance import soft_term_warning, teacher_margin_warning
 from .lock import RunLock
+from .logs import TensorBoard, write_metrics_csv
 from .state import RunExistsError, State, load_checkpoint, restore, save_checkpoint
 
 __all__ = ["train", "prepare_data", "build_teacher", "build_optimizer", "lr_factor", "epoch_order",
@@ -118,6 +120,9 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
         save_checkpoint(ckpt_path, st, cfg, model, method, opt, sched, aug_gen, teacher_sha)
 
     test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
+    teacher_val = evaluate(teacher, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) \
+        if teacher is not None and len(splits.val) else None
+    tb, warnings = TensorBoard(out), []
     x_all, y_all = train_data.x, train_data.y
     device = module_device(model)
     if device.type == "cuda":  # page-locked host memory: batches copy to the GPU asynchronously
@@ -175,14 +180,22 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
             st.best = {"epoch": st.epoch, "score": _selection_score(row, cfg.select_metric)}
             save_model(model, out / "best.safetensors", *spec, {"epoch": st.epoch})
         checkpoint()
+        write_metrics_csv(out / "metrics.csv", st.history)
+        tb.epoch(row)
+        if teacher is not None:
+            warnings.append(soft_term_warning(st.history))
         if progress:
             _log_epoch(cfg, st, row)
+    tb.close()
 
     save_model(model, out / "last.safetensors", *spec, {"epoch": st.epoch})
     model.load_state_dict(load_file(str(out / "best.safetensors")))  # the model selected on validation
     final = _final_metrics(cfg, st, model, splits, teacher, test_teacher_logits)
+    warnings.append(teacher_margin_warning(teacher_val, final["val"]))
     st.tick()
     record = _record(cfg, st, splits, final, teacher_sha, model)
+    if any(warnings):
+        record["warnings"] = [w for w in warnings if w]
     atomic_write_json(out / "run.json", record)
     return record
 
