@@ -142,7 +142,7 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x, y = _batch(cfg, x_all, y_all, idx, aug_gen, device)
             try:
-                with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and amp):
+                with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and amp is not None):
                     _, losses = method(x, y, idx, epoch=st.epoch, step=st.global_step)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
