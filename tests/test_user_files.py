@@ -143,3 +143,32 @@ def test_the_readme_yaml_example_trains(subset, tmp_path):
                         "--no-progress"], env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"]["name"] == "my-digits"
+
+
+def test_a_model_named_by_import_path_trains_and_reloads_from_the_cli(tmp_path):
+    """`model: {name: "mymodels:TinyNet"}`: the CLI builds the user's class, and `evaluate` rebuilds it from
+    the saved file (which records the import path and arguments)."""
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\n\n"
+        "class TinyNet(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10, width=16):\n"
+        "        super().__init__()\n"
+        "        self.num_classes = num_classes\n"
+        "        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width), torch.nn.ReLU(),\n"
+        "                                       torch.nn.Linear(width, num_classes))\n\n"
+        "    def forward(self, x):\n"
+        "        return self.net(x)\n")
+    cfg = {"name": "tiny", "epochs": 3, "batch_size": 64, "model": {"name": "mymodels:TinyNet", "args": {"width": 24}},
+           "data": {"dataset": "digits", "val_size": 200}, "out_dir": str(tmp_path / "run")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV['PYTHONPATH']}"}
+    r = subprocess.run([sys.executable, "-m", "darkknowledge", "train", "--config", "c.yaml", "--no-progress"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = dk.models.read_model_meta(tmp_path / "run" / "best.safetensors")["darkknowledge_model"]
+    assert meta == {"name": "mymodels:TinyNet", "args": {"width": 24, "num_classes": 10}}
+    r = subprocess.run([sys.executable, "-m", "darkknowledge", "evaluate", "run/best.safetensors", "--dataset", "digits",
+                        "--json", "m.json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "m.json").read_text())["run/best.safetensors"]
+    assert got["accuracy"] == json.loads((tmp_path / "run" / "run.json").read_text())["final"]["test"]["accuracy"]
