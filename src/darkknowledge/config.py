@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "TrainConfig",
            "load_config", "apply_overrides", "parse_overrides", "same_config"]
@@ -208,32 +208,18 @@ class TrainConfig(_Strict):
     #: channels_last memory format for the model and 4-d image batches (faster convolutions on CPU)
     channels_last: bool = False
 
-    @field_validator("epochs", "batch_size", "eval_batch_size")
+    @field_validator("epochs", "batch_size", "eval_batch_size", "threads", "max_steps")
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
-        return v
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"threads must be >= 1 (or null for torch's default), got {v}")
+    def _at_least_one(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and v < 1:  # threads / max_steps may be null (torch's default / no step limit)
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
     @field_validator("checkpoint_every_steps", "eval_every_steps")
     @classmethod
-    def _ckpt(cls, v: int) -> int:
+    def _at_least_zero(cls, v: int, info: ValidationInfo) -> int:
         if v < 0:
-            raise ValueError(f"must be >= 0, got {v}")
-        return v
-
-    @field_validator("max_steps")
-    @classmethod
-    def _max_steps(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"max_steps must be >= 1 (or null), got {v}")
+            raise ValueError(f"{info.field_name} must be >= 0, got {v}")
         return v
 
 
