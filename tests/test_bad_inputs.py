@@ -63,7 +63,7 @@ DIGITS = ["--config", "configs/digits_mlp.yaml", "--no-progress"]
 CLI_CASES = [
     ("reproduce-seeds-0", ["reproduce", "subclass-ablation", "--seeds", "0"], ["--seeds", ">= 1"]),
     ("reproduce-seeds-negative", ["reproduce", "subclass-clickthrough", "--seeds", "-1"], ["--seeds", ">= 1"]),
-    ("reproduce-demo-seeds", ["reproduce", "demo", "--seeds", "2"], ["demo", "--seeds"]),
+    ("reproduce-demo-only", ["reproduce", "demo", "--seeds", "2", "--only", "teacher"], ["demo", "takes no --only"]),
     ("reproduce-unknown", ["reproduce", "nope"], ["unknown experiment", "nope"]),
     ("momentum-5", ["train", *DIGITS, "optim.momentum=5", "out_dir={dir}/r1"], ["optim.momentum", "[0, 1)"]),
     ("epochs-true", ["train", *DIGITS, "epochs=true", "out_dir={dir}/r2"], ["epochs", "integer"]),
