@@ -54,7 +54,7 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, 
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
     check_labels(labels, student_logits.shape[0], student_logits.shape[1])
     target = torch.zeros_like(student_logits, dtype=torch.bool)
-    target[torch.arange(labels.shape[0]), labels.long()] = True
+    target[torch.arange(labels.shape[0], device=labels.device), labels.long()] = True
     bin_s, nt_s = _split(student_logits, target, t)
     bin_t, nt_t = _split(teacher_logits.detach(), target, t)
     tckd = distillation_loss(bin_s, bin_t, t, kind="kl")
