@@ -539,17 +539,25 @@ def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, q
     c.log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
     results: dict[str, StageResult] = {}
     invocation: dict[str, float] = {}
+    all_seeds = list(c.seeds)
     for st in STAGES:
         c.allow_train = only is None or st == only
         ts = time.perf_counter()
         if c.allow_train:
             print(f"== stage {st}", file=sys.stderr, flush=True)
-        try:
-            results[st] = STAGE_FUNCS[st](c)
-        except MissingRun:
+        # a stage not being trained now is reported with the first seeds whose runs have all finished
+        for n in range(len(all_seeds), 0 if not c.allow_train else len(all_seeds) - 1, -1):
+            c.seeds = all_seeds[:n]
+            try:
+                results[st] = STAGE_FUNCS[st](c)
+                results[st].details["seeds"] = list(c.seeds)
+                break
+            except MissingRun:
+                continue
+        c.seeds = all_seeds
+        invocation[st] = time.perf_counter() - ts
+        if st not in results:
             continue
-        finally:
-            invocation[st] = time.perf_counter() - ts
         if c.allow_train:
             print(f"   stage {st} done in {invocation[st]:.0f} s", file=sys.stderr, flush=True)
 
