@@ -121,7 +121,7 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
     partial = {st: d["seeds"] for st, d in details.items() if len(d.get("seeds", c.seeds)) < len(c.seeds)}
     seeds_note = "" if not partial else " **Not every stage has all seeds yet**: " + "; ".join(
         f"{st}: seeds {v}" for st, v in partial.items()) + " (the other seeds' runs had not finished)."
-    add(f"Command: `{prov['command']}` ({mode} mode). Seeds {c.seeds} for every stage{seeds_note} The student of "
+    add(f"Command: `{prov['command']}` ({mode} mode). Seeds {c.seeds} for every stage.{seeds_note} The student of "
         f"seed k distils from the teacher of seed k. Commit `{prov['git_commit']}`; machine: {prov['machine'].get('cpu')} "
         f"({prov['machine'].get('cpu_count')} cores), torch {prov['machine'].get('packages', {}).get('torch')}, one "
         f"torch thread per run. Summed training time of all runs: {mins(sum(times['train'].values()))}, of which "
