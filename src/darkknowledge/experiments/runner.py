@@ -140,25 +140,39 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 class preserve_results:  # noqa: N801 (a context manager used like a function)
     """``with preserve_results(out): ...`` — if the body fails (an exception or Ctrl-C), the top-level files
     of ``out`` (summary, report, provenance, figures) are put back as they were and files it added there
-    are removed, so a failing reproduction never leaves a half-rewritten results folder. Run folders below
-    ``out`` are left alone: they are per-run, written atomically, and resumable."""
+    are removed, so a failing reproduction never leaves a half-rewritten results folder. A copy of those
+    files sits in ``out/.previous/`` while the body runs, so a process killed outright (SIGKILL) is undone
+    the same way by the next ``preserve_results`` on ``out``. Run folders below ``out`` are left alone: they
+    are per-run, written atomically, and resumable."""
 
     def __init__(self, out: str | os.PathLike):
         self.out = Path(out)
+        self.backup = self.out / ".previous"
 
     def __enter__(self) -> preserve_results:
-        self.saved = {p.name: p.read_bytes() for p in self.out.iterdir() if p.is_file()} if self.out.is_dir() else {}
+        if (self.backup / "COMPLETE").exists():  # a run killed before it could finish or undo its writes
+            self._restore({p.name: p.read_bytes() for p in self.backup.iterdir() if p.name != "COMPLETE"})
+        shutil.rmtree(self.backup, ignore_errors=True)
         self.existed = self.out.is_dir()
+        self.saved = {p.name: p.read_bytes() for p in self.out.iterdir() if p.is_file()} if self.existed else {}
+        if self.existed:
+            self.backup.mkdir()
+            for name, data in self.saved.items():
+                (self.backup / name).write_bytes(data)
+            (self.backup / "COMPLETE").write_bytes(b"")  # the copy is whole: only now may it be restored
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None or not self.out.is_dir():
-            return
+    def _restore(self, saved: dict[str, bytes]) -> None:
         for p in self.out.iterdir():
-            if p.is_file() and p.name not in self.saved:
+            if p.is_file() and p.name not in saved:
                 p.unlink()
-        for name, data in self.saved.items():
+        for name, data in saved.items():
             if not (self.out / name).is_file() or (self.out / name).read_bytes() != data:
                 atomic_write_bytes(self.out / name, data)
-        if not self.existed and not any(self.out.iterdir()):
-            self.out.rmdir()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self.out.is_dir():
+            self._restore(self.saved)
+            if not self.existed and not any(self.out.iterdir()):
+                self.out.rmdir()
+        shutil.rmtree(self.backup, ignore_errors=True)
