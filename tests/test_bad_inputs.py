@@ -84,6 +84,18 @@ CLI_CASES = [
      ["teacher", "5 outputs"]),
     ("evaluate-unknown-dataset", ["evaluate", "{m64}", "--dataset", "nope"], ["unknown dataset", "nope"]),
     ("corrupt-checkpoint", ["train", *DIGITS, "out_dir={corrupt}", "--resume"], ["checkpoint", "corrupt"]),
+    ("ensemble-0-members", ["ensemble", *DIGITS, "--members", "0", "--out", "{dir}/e0"], ["--members", ">= 1"]),
+    ("ensemble-bad-key", ["ensemble", *DIGITS, "--members", "2", "--out", "{dir}/e1", "optim.lrr=1"],
+     ["optim.lrr", "unknown key"]),
+    ("sweep-no-grid", ["sweep", *DIGITS, "--out", "{dir}/s0", "epochs=2"], ["at least one key with several values"]),
+    ("sweep-bad-cell", ["sweep", *DIGITS, "--out", "{dir}/s1", "optim.lr=0.1,-1"], ["optim.lr"]),
+    ("sweep-unbalanced", ["sweep", *DIGITS, "--out", "{dir}/s2", "model.args.hidden=[3,4"], ["unbalanced"]),
+    ("workers-0", ["reproduce", "hinton-mnist", "--workers", "0"], ["--workers", ">= 1"]),
+    ("reproduce-demo-workers", ["reproduce", "demo", "--workers", "2"], ["demo", "takes no --workers"]),
+    ("ray-address-without-ray", ["sweep", *DIGITS, "--out", "{dir}/s3", "--ray-address", "auto", "epochs=1,2"],
+     ["--ray-address needs --executor ray"]),
+    ("distill-bad-manifest", ["distill", *DIGITS, "--teacher", "{dir}/none.json", "out_dir={dir}/r10"],
+     ["ensemble manifest", "unreadable"]),
 ]
 
 

@@ -123,7 +123,7 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
             if f.name in what or f.suffix in (".safetensors", ".pt"):
                 f.unlink()
 
-    import darkknowledge.experiments.runner as runner
+    import darkknowledge.engine.jobs as runner
 
     strip(())
     real_train = runner.train

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import darkknowledge.experiments.runner as runner
+import darkknowledge.engine.jobs as runner
 from darkknowledge.experiments.runner import cached_eval, finished_record, run_cached
 from darkknowledge.models import read_model_meta
 

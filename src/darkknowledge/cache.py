@@ -106,8 +106,10 @@ def load_cache(path: str | os.PathLike, expected_fingerprint: str | None = None)
     return logits, meta.get("combine", "arithmetic")
 
 
-def cached_teacher(teacher: Teacher, x: Tensor, path: str | os.PathLike, batch_size: int = 2000) -> CachedTeacher:
-    """A :class:`CachedTeacher` for inputs ``x`` (indexed 0..N-1), reusing ``path`` when it is valid."""
+def cached_teacher(teacher: Teacher, x: Tensor, path: str | os.PathLike, batch_size: int = 2000,
+                   write: bool = True) -> CachedTeacher:
+    """A :class:`CachedTeacher` for inputs ``x`` (indexed 0..N-1), reusing ``path`` when it is valid
+    (``write=False``: a missing or stale cache is computed in memory and not saved — another process owns it)."""
     path = Path(path)
     fp = fingerprint(teacher, x)
     if path.exists():
@@ -119,5 +121,6 @@ def cached_teacher(teacher: Teacher, x: Tensor, path: str | os.PathLike, batch_s
         except CacheError as e:
             log.warning("%s; rebuilding", e)
     logits = compute_member_logits(teacher, x, batch_size)
-    save_cache(path, logits, fp, teacher.combine)
+    if write:
+        save_cache(path, logits, fp, teacher.combine)
     return CachedTeacher(logits, combine=teacher.combine)

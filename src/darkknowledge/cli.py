@@ -1,4 +1,5 @@
-"""Command line: ``darkknowledge {train,distill,evaluate,demo,reproduce}`` (also ``python -m darkknowledge``)."""
+"""Command line: ``darkknowledge {train,distill,ensemble,sweep,evaluate,demo,reproduce}`` (also
+``python -m darkknowledge``; ``torchrun ... -m darkknowledge train|distill`` for one run on many processes)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ EPILOG = """examples:
   darkknowledge distill --config configs/mnist_student.yaml --teacher runs/teacher/best.safetensors \\
       out_dir=runs/distilled distill.temperature=20
   darkknowledge evaluate runs/teacher/best.safetensors runs/distilled/best.safetensors
-  darkknowledge reproduce hinton-mnist --quick
+  darkknowledge reproduce hinton-mnist --quick --workers 2
+  darkknowledge ensemble --config configs/mnist_student.yaml --members 10 --workers 2 --out runs/ens
+  darkknowledge distill --config configs/mnist_student.yaml --teacher runs/ens/ensemble.json --out runs/from_ens
+  darkknowledge sweep --config configs/mnist_student.yaml --teacher runs/teacher/best.safetensors \
+      --out runs/sweep distill.temperature=1,2,4,8 model.args.hidden=[300,300],[800,800]
+  torchrun --standalone --nproc_per_node 2 -m darkknowledge train --config configs/mnist_teacher.yaml --out runs/t
 """
 
 
@@ -36,6 +42,14 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
+
+
+def _add_pool(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="runs at once (default 1; each gets cores // workers torch threads)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local process pool (default) or Ray (pip install 'darkknowledge[ray]')")
+    p.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. auto); default: a local Ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.01 epochs=5")
         _add_common(p)
+
+    p = sub.add_parser("ensemble", help="train N members differing only in seed; writes ensemble.json for distill")
+    p.add_argument("--config", help="YAML config of one member")
+    p.add_argument("--members", type=_positive_int, required=True, help="number of members (seeds seed..seed+N-1)")
+    p.add_argument("--out", required=True, help="output folder (member<i>/ and ensemble.json)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the member config")
+    _add_pool(p)
+    _add_common(p)
+
+    p = sub.add_parser("sweep", help="one run per cell of a grid: key=v1,v2 ... ; a results table")
+    p.add_argument("--config", help="YAML config")
+    p.add_argument("--teacher", action="append", default=None, help="teacher file or ensemble.json (distills)")
+    p.add_argument("--out", required=True, help="output folder (one run folder per cell, sweep.json)")
+    p.add_argument("overrides", nargs="*", help="key=value (fixed) or key=v1,v2,... (a grid axis)")
+    _add_pool(p)
+    _add_common(p)
 
     p = sub.add_parser("evaluate", help="metrics table for one or more model files")
     p.add_argument("models", nargs="+")
@@ -81,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (>= 1)")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset")
     p.add_argument("--only", default=None, help="run only this stage")
+    _add_pool(p)
     _add_common(p)
     return ap
 
@@ -102,8 +133,56 @@ def _train_cmd(args: argparse.Namespace) -> int:
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
     rec = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
+        return 0
     _print_metrics({cfg.name: rec["final"]["test"]}, title=f"test metrics (model selected at epoch "
                    f"{rec['final']['selected_epoch']} on validation); run record {Path(cfg.out_dir) / 'run.json'}")
+    return 0
+
+
+def _pool_args(args: argparse.Namespace) -> dict:
+    kw = {"executor": args.executor, "workers": args.workers}
+    if args.ray_address:
+        if args.executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
+        kw["address"] = args.ray_address
+    return kw
+
+
+def _ensemble_cmd(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.fanout import train_ensemble
+
+    cfg = load_config(args.config, list(args.overrides))
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    m = train_ensemble(cfg, args.members, args.out, progress=not args.no_progress, **_pool_args(args))
+    _print_metrics({f"member{i} (seed {r['seed']})": r["test"] for i, r in enumerate(m["members"])},
+                   title=f"ensemble members, test metrics; manifest {Path(args.out) / 'ensemble.json'} "
+                         "(pass it to distill --teacher)")
+    return 0
+
+
+def _sweep_cmd(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.fanout import parse_grid, sweep
+    from .report import markdown_table
+
+    fixed, _ = parse_grid(list(args.overrides))
+    if args.teacher:
+        fixed.append("distill.teachers=" + json.dumps(args.teacher))
+    cfg = load_config(args.config, fixed)
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    res = sweep(cfg, [o for o in args.overrides if o not in fixed], args.out, progress=not args.no_progress,
+                **_pool_args(args))
+    keys = [a["key"] for a in res["axes"]]
+    print(f"sweep of {len(res['cells'])} runs; {Path(args.out) / 'sweep.json'}; best on validation: "
+          f"{res['best_on_validation']}")
+    print(markdown_table(keys + ["val acc", "test acc", "test errors", "epoch"], [
+        [c["values"][k] for k in keys] + [f"{c['val_accuracy']:.4f}" if c["val_accuracy"] is not None else "–",
+                                          f"{c['test_accuracy']:.4f}", c["test_errors"], c["selected_epoch"]]
+        for c in res["cells"]]))
     return 0
 
 
@@ -173,11 +252,14 @@ def _reproduce_cmd(args: argparse.Namespace) -> int:
     import inspect
 
     accepted = inspect.signature(fn).parameters
-    for opt, value in (("seeds", args.seeds), ("only", args.only)):
+    pool = _pool_args(args)
+    for opt, value in (("seeds", args.seeds), ("only", args.only),
+                       ("workers", pool if args.workers > 1 or args.executor != "local" else None)):
         if value is not None:
-            if opt not in accepted:
+            param = "pool" if opt == "workers" else opt
+            if param not in accepted:
                 raise ValueError(f"experiment {args.name!r} takes no --{opt} — run it without --{opt}")
-            kw[opt] = value
+            kw[param] = value
     fn(**kw)
     return 0
 
@@ -191,15 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import ChecksumError, DatasetNotFoundError, IDXFormatError
     from .engine import CheckpointError, RunExistsError, RunLockedError, TeacherMismatchError, TrainingDivergedError
+    from .engine.jobs import JobsFailedError
     from .models import ModelFileError
 
-    handlers = {"train": _train_cmd, "distill": _train_cmd, "evaluate": _evaluate_cmd, "demo": _demo_cmd,
-                "reproduce": _reproduce_cmd}
+    handlers = {"train": _train_cmd, "distill": _train_cmd, "ensemble": _ensemble_cmd, "sweep": _sweep_cmd,
+                "evaluate": _evaluate_cmd, "demo": _demo_cmd, "reproduce": _reproduce_cmd}
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetNotFoundError, ChecksumError, IDXFormatError, ModelFileError, CacheError,
             RunExistsError, RunLockedError, CheckpointError, TeacherMismatchError, TrainingDivergedError, ValueError,
-            KeyError) as e:
+            KeyError, JobsFailedError) as e:
         if args.verbose:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from .losses import check_temperature, scaled_logits
 
-__all__ = ["Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members", "freeze"]
+__all__ = ["Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members", "freeze",
+           "ManifestError", "write_manifest", "teacher_files"]
 
 COMBINES = ("arithmetic", "geometric")
 
@@ -182,3 +183,58 @@ def as_teacher(obj: nn.Module | Teacher | Sequence[nn.Module], combine: str = "a
     if isinstance(obj, nn.Module):
         return ModelTeacher(obj)
     return Ensemble(list(obj), combine=combine)
+
+
+# --------------------------------------------------------------------------- ensemble manifests
+
+MANIFEST_KIND = "darkknowledge-ensemble"
+
+
+class ManifestError(ValueError):
+    """An ensemble manifest that cannot be used (unreadable, a member missing or changed)."""
+
+
+def write_manifest(path, members: Sequence[dict], combine: str = "arithmetic", **extra) -> dict:
+    """Write ``ensemble.json``: the members (``path`` relative to the manifest's folder, ``sha256``, ``seed``,
+    ...) and the combination rule; :func:`teacher_files` expands it back into the member files."""
+    import json
+    import os
+    from pathlib import Path
+
+    from .utils import atomic_write_json
+
+    base = Path(path).parent
+    rows = [{**m, "path": os.path.relpath(m["path"], base)} for m in members]
+    manifest = {"kind": MANIFEST_KIND, "version": 1, "combine": combine, "members": rows, **extra}
+    atomic_write_json(path, json.loads(json.dumps(manifest)))
+    return manifest
+
+
+def teacher_files(paths: Sequence[str]) -> list[str]:
+    """``distill.teachers`` with every ensemble manifest (``*.json``) replaced by its member files, each
+    checked against the sha256 the manifest recorded (a changed or missing member is refused)."""
+    import json
+    from pathlib import Path
+
+    from .data.common import sha256_file
+
+    out: list[str] = []
+    for p in paths:
+        if not str(p).endswith(".json"):
+            out.append(str(p))
+            continue
+        try:
+            m = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ManifestError(f"ensemble manifest {p}: unreadable ({type(e).__name__})") from None
+        if not isinstance(m, dict) or m.get("kind") != MANIFEST_KIND or not m.get("members"):
+            raise ManifestError(f"{p} is not a darkknowledge ensemble manifest (written by `darkknowledge ensemble`)")
+        for row in m["members"]:
+            f = Path(p).parent / row["path"]
+            if not f.is_file():
+                raise ManifestError(f"ensemble manifest {p}: member {f} is missing")
+            if row.get("sha256") and sha256_file(f) != row["sha256"]:
+                raise ManifestError(f"ensemble manifest {p}: member {f} changed since the manifest was written "
+                                    "(sha256 differs) — rerun `darkknowledge ensemble` to refresh it")
+            out.append(str(f))
+    return out

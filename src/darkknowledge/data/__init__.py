@@ -77,6 +77,14 @@ def _clickthrough(data_dir=None, download=True):
     return load_clickthrough()
 
 
+def _fsdd_frames(split: str) -> Callable[..., dict[str, tuple[Tensor, Tensor]]]:
+    def load(data_dir=None, download=True):
+        from .fsdd import load_fsdd_frames
+
+        return load_fsdd_frames(data_dir, download, split=split)
+    return load
+
+
 def _criteo_sample(data_dir=None):
     from .criteo import load_criteo_sample_split
 
@@ -93,9 +101,12 @@ _DATASETS: dict[str, Callable[..., dict[str, tuple[Tensor, Tensor]]]] = {
     "cifar10-jpeg-2x5": _cifar(True),
     "synthetic-clickthrough": _clickthrough,
     "criteo-sample": lambda data_dir=None, download=True: _criteo_sample(data_dir),
+    "fsdd-frames": _fsdd_frames("official"),
+    "fsdd-frames-speakers": _fsdd_frames("speaker"),
 }
 _NUM_CLASSES = {"mnist": 10, "digits": 10, "synthetic": 10, "mnist-2x5": 2, "cifar10-jpeg": 10,
-                "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2, "criteo-sample": 2}
+                "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2, "criteo-sample": 2, "fsdd-frames": 30,
+                "fsdd-frames-speakers": 30}
 
 
 def register_dataset(name: str, loader: Callable[..., dict[str, tuple[Tensor, Tensor]]], num_classes: int) -> None:
@@ -134,6 +145,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, val_size:
     xte, yte = raw["test"]
     if len(ytr) == 0 or len(yte) == 0:
         raise ValueError(f"dataset {name!r} is empty")
+    if "val" in raw:  # a loader that carves its own validation split (fsdd-frames: by recording, not by frame)
+        return Splits(TensorData(xtr, ytr), TensorData(*raw["val"]), TensorData(xte, yte), _NUM_CLASSES[name], name)
     full = TensorData(xtr, ytr)
     tr, va = train_val_split(len(full), val_size, split_seed)
     return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), _NUM_CLASSES[name], name)

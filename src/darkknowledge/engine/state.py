@@ -68,16 +68,20 @@ class State:
 
 
 def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt, sched, aug_gen: torch.Generator,
-                    teacher_sha256: list[str]) -> None:
+                    teacher_sha256: list[str], rank_rngs: list[dict[str, Any]] | None = None) -> None:
+    """``rank_rngs``: every rank's RNG state under torchrun (rank 0's first); this process's otherwise."""
     st.tick()
+    rngs = rank_rngs or [get_rng_state()]
     atomic_torch_save({"model": model.state_dict(), "method": method.extra_state(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "rng": get_rng_state(), "aug_gen": aug_gen.get_state(),
+                       "scheduler": sched.state_dict(), "rng": rngs[0], "aug_gen": aug_gen.get_state(),
                        "state": st.position(), "history": st.history, "best": st.best, "curve": st.curve,
-                       "config": cfg.model_dump(), "teacher_sha256": teacher_sha256}, path)
+                       "config": cfg.model_dump(), "teacher_sha256": teacher_sha256,
+                       **({"world_size": len(rngs), "rank_rngs": rngs} if len(rngs) > 1 else {})}, path)
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig, teacher_sha256: list[str]) -> dict[str, Any]:
-    """Read ``path`` and check it belongs to ``cfg`` and to the same teacher files."""
+def load_checkpoint(path: Path, cfg: TrainConfig, teacher_sha256: list[str], world_size: int = 1) -> dict[str, Any]:
+    """Read ``path`` and check it belongs to ``cfg``, to the same teacher files and to a run of
+    ``world_size`` processes."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(ck, dict) or "model" not in ck:
@@ -96,15 +100,22 @@ def load_checkpoint(path: Path, cfg: TrainConfig, teacher_sha256: list[str]) -> 
                                    f"{', '.join(s[:12] for s in old_sha)} then, "
                                    f"{', '.join(s[:12] for s in teacher_sha256)} now) — restore the original "
                                    "teacher file or start a new run")
+    written = ck.get("world_size", 1)
+    if written != world_size:
+        from .distributed import WorldSizeError
+
+        how = "a single process" if written == 1 else f"torchrun --nproc_per_node {written} (world size {written})"
+        raise WorldSizeError(f"{path} was written by a run of {written} process(es) but this one has {world_size} — "
+                             f"resume it with {how}, or start a new run in another out_dir")
     return ck
 
 
-def restore(ck: dict[str, Any], model, method, opt, sched, aug_gen: torch.Generator) -> State:
-    """Load a checkpoint's contents into the live objects; returns the loop state."""
+def restore(ck: dict[str, Any], model, method, opt, sched, aug_gen: torch.Generator, rank: int = 0) -> State:
+    """Load a checkpoint's contents into the live objects (``rank``: whose RNG state); returns the loop state."""
     model.load_state_dict(ck["model"])
     method.load_state_dict({**method.state_dict(), **ck.get("method", {})})
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
-    set_rng_state(ck["rng"])
+    set_rng_state(ck["rank_rngs"][rank] if "rank_rngs" in ck else ck["rng"])
     aug_gen.set_state(ck["aug_gen"])
     return State(**ck["state"], history=ck["history"], best=ck["best"], curve=ck.get("curve", []))

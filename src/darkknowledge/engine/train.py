@@ -11,6 +11,8 @@ loss is ``sum(losses.values())`` — the method contract of :mod:`darkknowledge.
   :mod:`.state`). Each epoch's order is a permutation drawn from ``(seed, epoch)``, so ``resume=True``
   continues bit-identically; a resume with another config or another teacher file is refused.
 * One process at a time per ``out_dir`` (:class:`~.lock.RunLock`).
+* Under ``torchrun`` each rank trains on its shard of every global batch through DDP and rank 0 writes
+  (see :mod:`.distributed`); a single process is the same loop with a world of one.
 * A NaN or inf loss stops the run naming the epoch, step and batch; the last good checkpoint stays.
 """
 
@@ -22,6 +24,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,18 @@ from ..data.files import load_files
 from ..methods import Method, create_method, get_method
 from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
-from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher
+from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..transforms import random_shift
-from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
+from ..utils import (
+    atomic_write_json,
+    get_rng_state,
+    git_commit,
+    machine_facts,
+    module_device,
+    resolve_device,
+    seed_everything,
+)
+from . import distributed as dd
 from .guidance import soft_term_warning, teacher_margin_warning
 from .lock import RunLock
 from .logs import TensorBoard, write_metrics_csv
@@ -79,7 +91,20 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
         raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another out_dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    w, device, created = dd.setup(resolve_device(cfg.device))
+    ok = False
+    try:
+        record = _train(cfg, out, w, device, resume, splits, progress, track_train, track_test, student, teacher)
+        ok = True
+        return record
+    finally:
+        dd.teardown(created, ok)
+
+
+def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resume: bool, splits: Splits | None,
+           progress: bool, track_train: bool, track_test: bool, student: nn.Module | None,
+           teacher: Teacher | nn.Module | Sequence[nn.Module] | None) -> dict[str, Any]:
+    ckpt_path = out / "checkpoint.pt"
     seed_everything(cfg.seed)
 
     splits = splits or prepare_data(cfg.data)
@@ -92,19 +117,21 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
         teacher.to(device)
     _check_inputs(train_data.x[:2].to(device), model, teacher, cfg)
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
-        load_checkpoint(ckpt_path, cfg, teacher_sha)
-    with RunLock(out):
+        load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
+    if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
+        torch.manual_seed(cfg.seed * 1_000_003 + w.rank)
+    with RunLock(out) if w.main else nullcontext():
         if ckpt_path.exists() and not resume:  # another process started this run meanwhile
             raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
                                  "out_dir")
-        method = _build_method(cfg, model, teacher, train_data.x, out).to(device)
+        method = _build_method(cfg, model, teacher, train_data.x, out, w).to(device)
         return _loop(cfg, out, splits, model, (model_name, model_args), teacher, teacher_sha, method, resume,
-                     progress, track_train, track_test)
+                     progress and w.main, track_train, track_test, w)
 
 
 def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
           teacher: Teacher | None, teacher_sha: list[str], method: Method, resume: bool, progress: bool,
-          track_train: bool, track_test: bool) -> dict[str, Any]:
+          track_train: bool, track_test: bool, w: dd.World = dd.SINGLE) -> dict[str, Any]:
     ckpt_path, train_data = out / "checkpoint.pt", splits.train
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -113,22 +140,28 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
     aug_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     st = State()
     if resume and ckpt_path.exists():
-        st = restore(load_checkpoint(ckpt_path, cfg, teacher_sha), model, method, opt, sched, aug_gen)
+        st = restore(load_checkpoint(ckpt_path, cfg, teacher_sha, w.size), model, method, opt, sched, aug_gen,
+                     w.rank)
         log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
+    device = module_device(model)
+    step_fn = dd.wrap(method, w, device)  # DDP over the student (and any trainable method state), or the method
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, st, cfg, model, method, opt, sched, aug_gen, teacher_sha)
+        rngs = dd.gather_objects(w, get_rng_state())  # every rank's, so that a resume continues each exactly
+        if w.main:
+            save_checkpoint(ckpt_path, st, cfg, model, method, opt, sched, aug_gen, teacher_sha, rngs)
 
-    test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) if teacher is not None else None
+    main_teacher = teacher if w.main else None  # only rank 0 evaluates
+    test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) \
+        if main_teacher is not None else None
     teacher_val = evaluate(teacher, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) \
-        if teacher is not None and len(splits.val) else None
-    tb, warnings = TensorBoard(out), []
+        if main_teacher is not None and len(splits.val) else None
+    tb, warnings = TensorBoard(out) if w.main else None, []
     x_all, y_all = train_data.x, train_data.y
-    device = module_device(model)
     if device.type == "cuda":  # page-locked host memory: batches copy to the GPU asynchronously
         x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
     amp = device.type if device.type in ("cpu", "cuda") else None
-    if cfg.eval_every_steps and not st.curve:
+    if cfg.eval_every_steps and not st.curve and w.main:
         st.curve.append(_curve_point(cfg, 0, model, splits))
     model.train()
     while st.epoch < cfg.epochs and not (cfg.max_steps and st.global_step >= cfg.max_steps):
@@ -140,17 +173,20 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
                    disable=None if progress else True, leave=False, file=sys.stderr)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = _batch(cfg, x_all, y_all, idx, aug_gen, device)
+            x, y = _batch(cfg, x_all, y_all, idx, aug_gen, device)  # the global batch, the same on every rank
+            x, y, idx, n_mine, scale = dd.shard(w, x, y, idx)  # this rank's part of it
             try:
                 with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and amp is not None):
-                    _, losses = method(x, y, idx, epoch=st.epoch, step=st.global_step)
+                    _, losses = step_fn(x, y, idx, epoch=st.epoch, step=st.global_step)
                 loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss ({loss.item()})")
+                # Σ over ranks of each term × examples: the same numbers on every rank, so all stop together
+                sums = dd.reduce_sums(w, torch.stack([v.detach().double() for v in losses.values()]) * n_mine)
+                if not torch.isfinite(sums).all():
+                    raise FloatingPointError(f"non-finite loss ({sums.sum().item() / len(order[:cfg.batch_size])})")
             except FloatingPointError as e:
                 raise TrainingDivergedError(f"{e} {_where(st, step, train_data, idx, ckpt_path)}") from e
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if w.distributed else loss).backward()
             if cfg.optim.grad_clip:
                 nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             opt.step()
@@ -158,14 +194,14 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
             if getattr(model, "max_norm", None):
                 apply_max_norm(model)
             st.step_in_epoch, st.global_step = step + 1, st.global_step + 1
-            for k, v in losses.items():
-                st.sums[k] = st.sums.get(k, 0.0) + v.item() * len(idx)
-            st.seen += len(idx)
+            for k, v in zip(losses, sums.tolist()):
+                st.sums[k] = st.sums.get(k, 0.0) + v
+            st.seen += min(cfg.batch_size, len(order) - step * cfg.batch_size)
             if step % 20 == 0:
                 bar.set_postfix({k: f"{s / st.seen:.4f}" for k, s in st.sums.items()}
                                 | {"samples/s": f"{(st.seen - seen_at_start) / (time.perf_counter() - t_epoch):.0f}"})
             last = cfg.max_steps is not None and st.global_step >= cfg.max_steps
-            if cfg.eval_every_steps and (st.global_step % cfg.eval_every_steps == 0 or last):
+            if cfg.eval_every_steps and (st.global_step % cfg.eval_every_steps == 0 or last) and w.main:
                 st.curve.append(_curve_point(cfg, st.global_step, model, splits))
             if last:
                 break
@@ -174,6 +210,10 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
                 checkpoint()
         bar.close()
 
+        if not w.main:  # rank 0 validates, selects and writes
+            st.epoch, st.step_in_epoch = st.epoch + 1, 0
+            checkpoint()
+            continue
         row = _end_of_epoch(cfg, st, model, splits, opt, t_epoch, seen_at_start, track_train, track_test,
                             test_teacher_logits)
         if _selection_score(row, cfg.select_metric) > st.best["score"]:
@@ -186,6 +226,8 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
             warnings.append(soft_term_warning(st.history))
         if progress:
             _log_epoch(cfg, st, row)
+    if not w.main:
+        return dd.broadcast_object(w, None)
     tb.close()
 
     save_model(model, out / "last.safetensors", *spec, {"epoch": st.epoch})
@@ -194,10 +236,12 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
     warnings.append(teacher_margin_warning(teacher_val, final["val"]))
     st.tick()
     record = _record(cfg, st, splits, final, teacher_sha, model)
+    if w.distributed:
+        record["distributed"] = w.record()
     if any(warnings):
-        record["warnings"] = [w for w in warnings if w]
+        record["warnings"] = [m for m in warnings if m]
     atomic_write_json(out / "run.json", record)
-    return record
+    return dd.broadcast_object(w, record)
 
 
 # --------------------------------------------------------------------------- the steps of train()
@@ -234,7 +278,7 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
     if not cfg.distill.teachers:
         raise ValueError("distill.teachers is empty — name at least one teacher file")
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
-    return teacher, [sha256_file(p) for p in cfg.distill.teachers]
+    return teacher, [sha256_file(p) for p in teacher_files(cfg.distill.teachers)]
 
 
 @torch.no_grad()
@@ -256,9 +300,11 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
             m.train(was)
 
 
-def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path) -> Method:
+def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path,
+                  w: dd.World = dd.SINGLE) -> Method:
     """The method by name; its teacher serves what the method needs (``teacher_output``), from a cache of
-    the transfer set's outputs when the transfer set is not augmented (rows looked up by position)."""
+    the transfer set's outputs when the transfer set is not augmented (rows looked up by position; written
+    by rank 0 only, then read by the other ranks)."""
     name = cfg.method or ("kd" if cfg.distill is not None else "labels")
     cls = get_method(name)
     args = dict(cfg.method_args)
@@ -267,7 +313,12 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
         d = cfg.distill
         serving = teacher.serving(cls.teacher_output)
         if d.cache and cfg.data.augment_shift == 0:
-            serving = cached_teacher(serving, x_train, out / "teacher_cache.safetensors", cfg.eval_batch_size)
+            path = out / "teacher_cache.safetensors"
+            if w.main:
+                serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size)
+            dd.barrier(w)
+            if not w.main:
+                serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size, write=False)
         if name == "kd":
             args = {"temperature": d.temperature, "w_soft": d.w_soft, "w_hard": d.w_hard, "kind": d.kind, **args}
     return create_method(name, model, serving, **args)
@@ -427,8 +478,9 @@ def _check_splits(splits: Splits) -> None:
 def build_teacher(cfg: DistillConfig, num_classes: int, output: str | None = None,
                   models: list[nn.Module] | None = None) -> Teacher:
     """Load the teacher checkpoint(s) (several make an :class:`Ensemble`); check the class count."""
-    models = models if models is not None else [load_model(p) for p in cfg.teachers]
-    for p, m in zip(cfg.teachers, models):
+    files = teacher_files(cfg.teachers)  # ensemble manifests expanded into their members
+    models = models if models is not None else [load_model(p) for p in files]
+    for p, m in zip(files, models):
         out = getattr(m, "num_classes", None)
         if out is not None and out != num_classes:
             raise ValueError(f"teacher {p} has {out} classes but the student has {num_classes}")

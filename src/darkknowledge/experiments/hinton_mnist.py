@@ -23,238 +23,43 @@ written by :mod:`.hinton_mnist_report`.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import same_config, validate
 from ..data import load_dataset
+from ..engine.jobs import Job, run_jobs
 from ..metrics import apply_bias_shift, best_bias_shift, predict_logits
 from ..models import load_model
 from ..report import provenance, write_report, write_summary
 from ..utils import atomic_write_json
 from . import register_experiment
-from .runner import cached_eval, finished_record, run_cached
+from .hinton_mnist_setup import (
+    FRACTIONS,
+    PAPER,
+    STAGES,
+    T_LIST,
+    TEACHER_ALTERNATIVES,
+    WIDTHS,
+    Ctx,
+    MissingRun,
+    Settings,
+    StageResult,
+    settings_for,
+    summary_keys,
+    t_label,
+    test_errors,
+    train_seconds,
+    val_errors,
+)
+from .runner import cached_eval, finished_record
 
 __all__ = ["run", "STAGES", "PAPER", "T_LIST", "WIDTHS", "FRACTIONS", "TEACHER_ALTERNATIVES", "Settings",
            "settings_for", "best_bias_shift", "apply_bias_shift", "t_label", "summary_keys"]
-
-STAGES = ("teacher", "baseline", "distilled", "logit_matching", "temperature", "omit3", "only78", "regulariser")
-T_LIST = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 8.0, 10.0, 20.0)
-WIDTHS = (800, 300, 30)
-FRACTIONS = (1, 3, 10)  # percent of the training split for stage 8
-
-#: the paper's numbers (Hinton et al. 2015 §3, §6; speech numbers are frame accuracies of Table 5)
-PAPER: dict[str, Any] = {
-    "teacher_errors": 67, "baseline_errors": 146, "distilled_errors": 74,
-    "gap_closed": (146 - 74) / (146 - 67),
-    "omit3_errors_before": 206, "omit3_errors_on3_before": 133, "omit3_errors_after": 109,
-    "omit3_errors_on3_after": 14, "omit3_bias_shift": 3.5,
-    "only78_error_rate_before": 47.3, "only78_error_rate_after": 13.2, "only78_bias_shift": -7.6,
-    "best_T_30": "2.5–4", "best_T_300": "any T > 8", "best_T_800": "any T > 8",
-    "reg3pct_hard_test_acc": 44.5, "reg3pct_soft_test_acc": 57.0, "reg3pct_hard_train_acc": 67.3,
-    "reg3pct_soft_train_acc": 65.4, "reg_full_test_acc": 58.9, "reg_full_train_acc": 63.4,
-}
-
-#: teacher recipes compared with the chosen one (Adam lr 1e-3, max-norm 15, 200 epochs) on the seed-0
-#: validation split: SGD with Nesterov momentum, a 2-epoch warm-up and max-norm 3.5 as in Hinton et al. (2012)
-TEACHER_ALTERNATIVES: dict[str, dict[str, Any]] = {
-    "sgd_nesterov_maxnorm3.5": {"optim": {"name": "sgd", "lr": 0.1, "nesterov": True, "warmup_epochs": 2.0},
-                                "model_args": {"max_norm": 3.5}},
-}
-
-
-def t_label(t: float) -> str:
-    """``2.5 → "2.5"``, ``20.0 → "20"`` (the summary-key spelling)."""
-    return f"{t:g}"
-
-
-def summary_keys(widths: Sequence[int] = WIDTHS, temps: Sequence[float] = T_LIST,
-                 fractions: Sequence[int] = FRACTIONS) -> list[str]:
-    """Every key ``summary.json`` holds."""
-    keys = ["teacher_errors", "baseline_errors", "distilled_errors", "gap_closed", "logit_matching_errors"]
-    keys += [f"sweep_{w}_T{t_label(t)}_errors" for w in widths for t in temps]
-    keys += [f"best_T_{w}" for w in widths]
-    keys += ["omit3_errors_before", "omit3_errors_on3_before", "omit3_errors_after", "omit3_errors_on3_after",
-             "omit3_bias_shift", "only78_error_rate_before", "only78_error_rate_after"]
-    keys += [f"reg{p}pct_{m}_{s}_acc" for p in fractions for m in ("hard", "soft") for s in ("test", "train")]
-    return keys
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Schedules of the full run and of ``--quick`` (chosen on the validation split, see the report)."""
-
-    quick: bool
-    #: fraction of the 55k training split used by stages 1–7 (``--quick`` uses ~10k images)
-    train_fraction: float
-    teacher_epochs: int
-    teacher_lr: float
-    teacher_max_norm: float
-    student_epochs: int
-    student_lr: float
-    sweep_epochs: int
-    transfer_epochs: int  # stages 6 and 7
-    reg_epochs: dict[int, int] = field(default_factory=dict)  # stage 8, per percentage
-    reg_batch_size: int = 64  # stage 8: smaller batches, more steps per epoch on the tiny training sets
-    #: linear LR warm-up of every student (at T = 20 the soft term pulls the logits towards the teacher's
-    #: large logits; without warm-up two of three distilled students at lr 0.1 diverged in epoch 1)
-    student_warmup: float = 1.0
-    #: "adam" (β = 0.9, 0.999) or "sgd" (momentum 0.9); both with a cosine schedule
-    teacher_optim: str = "adam"
-    #: SGD teacher only: Nesterov momentum and a linear warm-up (epochs) before the cosine decay
-    teacher_nesterov: bool = False
-    teacher_warmup: float = 0.0
-    temperature: float = 20.0
-    w_soft: float = 1.0
-    w_hard: float = 0.1
-    batch_size: int = 128
-    val_size: int = 5000
-    #: torch threads per run: 1 (on a shared 2-core machine two threads per process oversubscribe badly)
-    threads: int | None = 1
-
-
-def settings_for(quick: bool) -> Settings:
-    if quick:
-        return Settings(quick=True, train_fraction=10_000 / 55_000, teacher_epochs=3, teacher_lr=1e-3,
-                        teacher_max_norm=15.0, student_epochs=3, student_lr=0.05, sweep_epochs=1,
-                        transfer_epochs=3, reg_epochs={1: 6, 3: 4, 10: 2})
-    return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=1e-3, teacher_max_norm=15.0,
-                    teacher_optim="adam", student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
-                    reg_epochs={1: 60, 3: 40, 10: 20})
-
-
-# --------------------------------------------------------------------------- the experiment context
-
-
-class MissingRun(LookupError):
-    """A stage not selected by ``--only`` has no finished run to report."""
-
-
-@dataclass
-class Ctx:
-    out: Path
-    data_dir: str | None
-    s: Settings
-    seeds: list[int]
-    progress: bool
-    allow_train: bool = True
-    log: Callable[[str], None] = print
-    _teachers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def runs(self) -> Path:
-        return self.out / "runs"
-
-    def data(self, **over: Any) -> dict[str, Any]:
-        d = {"dataset": "mnist", "data_dir": self.data_dir, "val_size": self.s.val_size, "split_seed": 0,
-             "fraction": self.s.train_fraction}
-        return {**d, **over}
-
-    def run(self, cfg: dict[str, Any], need_weights: bool = False, **kw: Any) -> dict[str, Any]:
-        """``run_cached`` when training is allowed; otherwise the finished record or :class:`MissingRun`.
-
-        A run that has to train first materialises its teachers' weights (retraining a teacher whose
-        record is committed but whose weights are not); a cached run never touches them."""
-        if self.allow_train:
-            if self.progress:
-                self.log(f"   run {cfg['out_dir']}")
-            deps = [self._teachers[t] for t in cfg.get("distill", {}).get("teachers", []) if t in self._teachers]
-
-            def materialise() -> None:
-                for d in deps:
-                    run_cached(d, progress=self.progress, need_weights=True)
-
-            return run_cached(cfg, progress=self.progress, need_weights=need_weights, before_train=materialise, **kw)
-        tc = validate(cfg)
-        p = Path(tc.out_dir) / "run.json"
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise MissingRun(str(p)) from None
-        if not same_config(rec.get("config"), tc) or (need_weights and not (p.parent / "best.safetensors").exists()):
-            raise MissingRun(str(p))
-        return rec
-
-    # ---- configs
-
-    def teacher_cfg(self, seed: int, recipe: str | None = None) -> dict[str, Any]:
-        """The teacher of ``seed``; ``recipe``: one of :data:`TEACHER_ALTERNATIVES` instead (its seed-0 run
-        is compared with the chosen recipe on validation, in ``runs/teacher_recipes/``)."""
-        s = self.s
-        if recipe is not None:
-            cfg = self.teacher_cfg(seed)
-            alt = TEACHER_ALTERNATIVES[recipe]
-            cfg["optim"] = {**cfg["optim"], **alt["optim"]}
-            cfg["model"]["args"] = {**cfg["model"]["args"], **alt.get("model_args", {})}
-            cfg["epochs"] = alt.get("epochs", cfg["epochs"])
-            return {**cfg, "name": f"{recipe}_seed{seed}",
-                    "out_dir": str(self.runs / "teacher_recipes" / f"{recipe}_seed{seed}")}
-        return {"name": f"teacher_seed{seed}", "seed": seed, "epochs": s.teacher_epochs, "batch_size": s.batch_size,
-                "threads": s.threads,
-                "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
-                                                  "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
-                "data": self.data(augment_shift=2),
-                "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
-                          "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
-                "out_dir": str(self.runs / "teacher" / f"teacher_seed{seed}")}
-
-    def teacher(self, seed: int) -> str:
-        """Train (or reuse) the seed's teacher's record; returns the path of its selected checkpoint (whose
-        weights :meth:`run` materialises when a student that distils from it has to train)."""
-        cfg = self.teacher_cfg(seed)
-        path = str(Path(cfg["out_dir"]) / "best.safetensors")
-        self._teachers[path] = cfg
-        self.run(cfg)
-        return path
-
-    def student_cfg(self, stage: str, name: str, seed: int, width: int = 800, epochs: int | None = None,
-                    data: dict[str, Any] | None = None, distil: bool = False,
-                    temperature: float | None = None, kind: str = "ce", w_soft: float | None = None,
-                    w_hard: float | None = None) -> dict[str, Any]:
-        """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed."""
-        s = self.s
-        cfg: dict[str, Any] = {
-            "name": f"{name}_seed{seed}", "seed": seed, "epochs": epochs or s.student_epochs, "threads": s.threads,
-            "batch_size": s.batch_size, "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [width, width]}},
-            "data": data or self.data(), "optim": {"name": "sgd", "lr": s.student_lr, "momentum": 0.9,
-                                                   "schedule": "cosine", "warmup_epochs": s.student_warmup},
-            "out_dir": str(self.runs / stage / f"{name}_seed{seed}")}
-        if distil:
-            cfg["distill"] = {"teachers": [self.teacher(seed)],
-                              "temperature": temperature or s.temperature, "kind": kind,
-                              "w_soft": s.w_soft if w_soft is None else w_soft,
-                              "w_hard": s.w_hard if w_hard is None else w_hard}
-        return cfg
-
-
-def test_errors(rec: dict[str, Any]) -> int:
-    return int(rec["final"]["test"]["errors"])
-
-
-def val_errors(rec: dict[str, Any]) -> int:
-    return int(rec["final"]["val"]["errors"])
-
-
-def train_seconds(recs: Sequence[dict[str, Any]]) -> float:
-    return float(sum(r.get("wall_time_s", 0.0) for r in recs))
-
-
-@dataclass
-class StageResult:
-    values: dict[str, list[float]] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
 
 # --------------------------------------------------------------------------- stages
 
@@ -489,10 +294,71 @@ def stage_regulariser(c: Ctx) -> StageResult:
     return r
 
 
+# ---- stage 9 (beyond the paper): the transfer set shifted as the teacher's training set was
+
+
+def baseline_jitter_cfg(c: Ctx, seed: int) -> dict[str, Any]:
+    return c.student_cfg("jitter", "baseline_jitter", seed, epochs=c.s.jitter_epochs, data=c.data(augment_shift=2))
+
+
+def distilled_jitter_cfg(c: Ctx, seed: int) -> dict[str, Any]:
+    return c.student_cfg("jitter", "distilled_jitter", seed, epochs=c.s.jitter_epochs, data=c.data(augment_shift=2),
+                         distil=True, temperature=c.s.jitter_temperature)
+
+
+def stage_jitter(c: Ctx) -> StageResult:
+    """Per seed: the 2×800 student trained on labels with ±2 px shifts (the control: what the shifts alone
+    give) and distilled from the teacher's outputs on the shifted images (a live teacher, a new transfer
+    example every step)."""
+    base = [c.run(baseline_jitter_cfg(c, k)) for k in c.seeds]
+    dist = [c.run(distilled_jitter_cfg(c, k)) for k in c.seeds]
+    r = StageResult(records=base + dist)
+    r.values["baseline_jitter_errors"] = [test_errors(x) for x in base]
+    r.values["distilled_jitter_errors"] = [test_errors(x) for x in dist]
+    r.details["selected_epochs"] = {"baseline": [x["final"]["selected_epoch"] for x in base],
+                                    "distilled": [x["final"]["selected_epoch"] for x in dist]}
+    r.details["val_errors"] = {"baseline": [val_errors(x) for x in base], "distilled": [val_errors(x) for x in dist]}
+    r.details["temperature"] = c.s.jitter_temperature
+    r.details["epochs"] = c.s.jitter_epochs
+    return r
+
+
+def stage_jobs(c: Ctx, stage: str) -> list[Job]:
+    """The runs of ``stage`` for every seed, as jobs for the pool (:mod:`darkknowledge.engine.jobs`); the stage
+    functions above then find them finished and only read them."""
+    seeds = c.seeds
+    if stage == "teacher":
+        cfgs = [c.teacher_cfg(k) for k in seeds] + \
+               ([c.teacher_cfg(0, name) for name in TEACHER_ALTERNATIVES] if not c.s.quick else [])
+    elif stage in ("baseline", "distilled", "logit_matching"):
+        fn = {"baseline": baseline_cfg, "distilled": distilled_cfg, "logit_matching": logits_cfg}[stage]
+        cfgs = [fn(c, k) for k in seeds]
+    elif stage == "temperature":
+        cfgs = [sweep_cfg(c, w, t, k) for w in WIDTHS for t in T_LIST for k in seeds]
+    elif stage == "jitter":
+        cfgs = [f(c, k) for f in (baseline_jitter_cfg, distilled_jitter_cfg) for k in seeds]
+    elif stage in ("omit3", "only78"):
+        cfgs = [(omit3_cfg if stage == "omit3" else only78_cfg)(c, k) for k in seeds]
+    else:
+        return [Job(reg_cfg(c, p, mode, k), {"track_train": True, "track_test": True})
+                for p in FRACTIONS for mode in ("hard", "soft") for k in seeds]
+    return [Job(cfg) for cfg in cfgs]
+
+
+def run_stage_jobs(c: Ctx, only: str | None, pool: dict[str, Any]) -> None:
+    """Train every run of the stages to be run (all, or ``only`` and the teachers it needs) on the pool."""
+    jobs: dict[str, Job] = {}
+    for st in STAGES:
+        if only is None or st in (only, "teacher"):
+            for j in stage_jobs(c, st):
+                jobs.setdefault(j.out_dir, j)  # a run shared by two stages is one job
+    run_jobs(list(jobs.values()), progress=c.progress, **pool)
+
+
 STAGE_FUNCS: dict[str, Callable[[Ctx], StageResult]] = {
     "teacher": stage_teacher, "baseline": stage_baseline, "distilled": stage_distilled,
     "logit_matching": stage_logit_matching, "temperature": stage_temperature, "omit3": stage_omit3,
-    "only78": stage_only78, "regulariser": stage_regulariser,
+    "only78": stage_only78, "regulariser": stage_regulariser, "jitter": stage_jitter,
 }
 
 
@@ -518,12 +384,14 @@ def stage_train_times(results: dict[str, StageResult]) -> dict[str, float]:
 
 @register_experiment("hinton-mnist")
 def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, quick: bool = False,
-        seeds: int | None = None, only: str | None = None, progress: bool = True) -> dict[str, Any]:
+        seeds: int | None = None, only: str | None = None, progress: bool = True,
+        pool: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the suite; write ``summary.json``, ``provenance.json``, figures and ``report.md``.
 
     ``seeds``: seeds of every stage (default 3; 1 with ``quick``). ``only``: run just this stage
     (the teacher trains implicitly when needed); the summary and report still include every other
-    stage whose runs are already finished.
+    stage whose runs are already finished. ``pool``: train the runs on the job pool first (``{"workers":
+    2}``, ``{"executor": "ray", "workers": 4, "address": ...}``); the summary does not depend on it.
     """
     from .hinton_mnist_report import build_report, write_figures
 
@@ -537,6 +405,8 @@ def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, q
     out.mkdir(parents=True, exist_ok=True)
     c = Ctx(out=out, data_dir=data_dir, s=settings_for(quick), seeds=list(range(n_seeds)), progress=progress)
     c.log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    if pool:
+        run_stage_jobs(c, only, pool)
     results: dict[str, StageResult] = {}
     invocation: dict[str, float] = {}
     all_seeds = list(c.seeds)
@@ -568,6 +438,10 @@ def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, q
         n = min(len(values["teacher_errors"]), len(values["baseline_errors"]), len(values["distilled_errors"]))
         values["gap_closed"] = [(b - d) / (b - t) if b != t else float("nan") for t, b, d in zip(
             values["teacher_errors"][:n], values["baseline_errors"][:n], values["distilled_errors"][:n])]
+    if all(k in values for k in ("teacher_errors", "baseline_errors", "distilled_jitter_errors")):
+        n = min(len(values["teacher_errors"]), len(values["baseline_errors"]), len(values["distilled_jitter_errors"]))
+        values["gap_closed_jitter"] = [(b - d) / (b - t) if b != t else float("nan") for t, b, d in zip(
+            values["teacher_errors"][:n], values["baseline_errors"][:n], values["distilled_jitter_errors"][:n])]
     ordered = {k: values[k] for k in summary_keys() if k in values}
     summary = write_summary(out, ordered)
     details = {k: r.details for k, r in results.items()}
@@ -577,7 +451,8 @@ def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, q
     times["single_seed"] = train_seconds([r for r in uniq.values() if r["seed"] == 0])
     wall = time.perf_counter() - t0
     cmd = "darkknowledge reproduce hinton-mnist" + (" --quick" if quick else "") + \
-          (f" --seeds {seeds}" if seeds is not None else "") + (f" --only {only}" if only else "")
+          (f" --seeds {seeds}" if seeds is not None else "") + (f" --only {only}" if only else "") + \
+        (f" --workers {pool.get('workers', 1)}" if pool else "")
     prov = provenance(cmd, wall, c.seeds)
     prov["stage_wall_time_s"] = times
     prov["stages_present"] = list(results)

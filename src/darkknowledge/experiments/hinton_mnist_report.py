@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report import fmt, markdown_table
-from .hinton_mnist import FRACTIONS, PAPER, STAGES, T_LIST, WIDTHS, Ctx, Settings, t_label
+from .hinton_mnist_setup import FRACTIONS, PAPER, STAGES, T_LIST, WIDTHS, Ctx, Settings, t_label
 
 __all__ = ["build_report", "write_figures"]
 
@@ -143,6 +143,7 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
     _temperature_section(add, S, details, out)
     _transfer_sections(add, S, details, s)
     _regulariser_section(add, S, details, out)
+    _jitter_section(add, S, details)
     add("## Wall time per stage\n")
     add("Training time is the sum of the stage's run records (it survives a resume; the teachers' runs count "
         "under stage 1 and shared runs once, under the first stage that uses them); *this invocation* is the time "
@@ -381,6 +382,39 @@ def _regulariser_text(rc: dict[str, Any]) -> str:
                       if so["best_test"] - so["final_test"] <= 0.3 else
                       "The soft-target model also loses some accuracy late in training."))
     return "\n\n".join(out)
+
+
+def _jitter_section(add, S, details: dict[str, Any]) -> None:  # noqa: N803
+    j = details.get("jitter")
+    if not j:
+        return
+    add("## Stage 9 (beyond the paper): the transfer set shifted as the teacher's training set was\n")
+    t5 = details.get("temperature", {}).get("curves", {}).get("800", {}).get("best_T_val_mean")
+    add(f"The paper's students see the 55,000 training images unchanged. Here the 2×800 student sees every image "
+        f"shifted by up to ±2 px (a new shift each epoch, as the teacher did in training) and matches the teacher's "
+        f"outputs on exactly those images (a live teacher, T = {t_label(j['temperature'])}, hard weight as in stage 3, "
+        f"{j['epochs']} epochs). T is the temperature stage 5's mean validation errors prefer for 2×800 "
+        f"({'T = ' + t_label(t5) if t5 is not None else 'stage 5 not present'}"
+        f"{'' if t5 is None or t5 == j['temperature'] else ' — DIFFERENT from the T used here'}). The control is the "
+        "same student trained on labels with the same shifts: the difference between the two is what distillation "
+        "adds beyond the augmentation.\n")
+    rows = [["2. baseline (labels, no shifts; stage 2)", num(PAPER["baseline_errors"]), fmt(S("baseline_errors"), 1)],
+            ["9a. baseline, labels + ±2 px shifts", "–", fmt(S("baseline_jitter_errors"), 1)],
+            ["3. distilled, unshifted transfer set (stage 3)", num(PAPER["distilled_errors"]),
+             fmt(S("distilled_errors"), 1)],
+            ["9b. distilled, shifted transfer set", "–", fmt(S("distilled_jitter_errors"), 1)],
+            ["1. teacher", num(PAPER["teacher_errors"]), fmt(S("teacher_errors"), 1)],
+            ["9b. gap closed (stage-2 baseline − 9b)/(stage-2 baseline − teacher)", num(PAPER["gap_closed"], 3),
+             fmt(S("gap_closed_jitter"), 3)]]
+    add(markdown_table(["test errors", "paper", "ours (mean ± std (n))"], rows) + "\n")
+    bj, dj = S("baseline_jitter_errors"), S("distilled_jitter_errors")
+    if bj and dj:
+        diff, big = bj["mean"] - dj["mean"], max(bj["std"], dj["std"])
+        add(f"Distillation on the shifted transfer set makes {abs(diff):.1f} {'fewer' if diff >= 0 else 'MORE'} errors "
+            f"than the shifted label-trained control ({'beyond' if diff > 3 * big else 'NOT beyond'} 3 × the larger "
+            f"std = {3 * big:.1f}). Validation errors: control {j['val_errors']['baseline']}, distilled "
+            f"{j['val_errors']['distilled']}; selected epochs {j['selected_epochs']['distilled']} of {j['epochs']} "
+            "for the distilled students.\n")
 
 
 def _shortfalls(summary: dict[str, Any], details: dict[str, Any], s: Settings) -> list[str]:

@@ -6,86 +6,15 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, same_config, validate
-from ..data import Splits
-from ..engine import train
+from ..engine.jobs import finished_record, run_cached
 from ..utils import atomic_write_bytes, atomic_write_json
 
 __all__ = ["run_cached", "finished_record", "cached_eval", "Stage", "timed", "preserve_results"]
-
-
-def finished_record(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run record of ``cfg`` in ``<out_dir>/run.json``, or ``None`` (absent, unreadable, other config)."""
-    cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
-    try:
-        rec = json.loads((Path(cfg.out_dir) / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return rec if isinstance(rec, dict) and same_config(rec.get("config"), cfg) else None
-
-
-def run_cached(cfg: TrainConfig | dict[str, Any], splits: Splits | None = None, progress: bool = True,
-               need_weights: bool = False, before_train: Callable[[], Any] | None = None,
-               **kw: Any) -> dict[str, Any]:
-    """Train ``cfg`` unless ``<out_dir>/run.json`` already holds a finished run of the same config.
-
-    A run killed half-way resumes from its last checkpoint (``resume=True``). ``need_weights``: the
-    caller will load ``best.safetensors``, so a finished record without it (a fresh clone holds the
-    records, never the weights) is retrained from scratch in ``<out_dir>/.rebuild`` (resumable there),
-    whose weights are moved in only when it has finished. Training is deterministic: a rebuild that
-    reproduces the record keeps the original record; one that does not is reported and replaces it.
-    ``before_train`` runs only when training is needed (e.g. to materialise a teacher's weights), never
-    for a cached run.
-    """
-    cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
-    out_dir = Path(cfg.out_dir)
-    rec = finished_record(cfg)
-    if rec is not None and (not need_weights or (out_dir / "best.safetensors").exists()):
-        return rec
-    if before_train is not None:
-        before_train()
-    if rec is None:
-        return train(cfg, resume=True, splits=splits, progress=progress, **kw)
-    # A finished record without its weights: rebuild them in <out_dir>/.rebuild (resumable there if killed),
-    # and move them in only once the rebuild has finished, so a half-trained best.safetensors never sits
-    # beside a finished record.
-    print(f"{out_dir}: finished record but no best.safetensors; retraining it from scratch", file=sys.stderr,
-          flush=True)
-    tmp = out_dir / ".rebuild"
-    new = train(cfg.model_copy(update={"out_dir": str(tmp)}), resume=True, splits=splits, progress=progress, **kw)
-    same = new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new)
-    for f in ("best.safetensors", "last.safetensors"):
-        if (tmp / f).exists():
-            os.replace(tmp / f, out_dir / f)
-    if not same:
-        old_e = (rec.get("final") or {}).get("test", {}).get("errors")
-        new_e = (new.get("final") or {}).get("test", {}).get("errors")
-        print(f"{out_dir}: WARNING the retrained run differs from its old record (test errors {old_e} then, "
-              f"{new_e} now); keeping the new record", file=sys.stderr, flush=True)
-        new["config"]["out_dir"] = str(out_dir)
-        atomic_write_json(out_dir / "run.json", new)
-    shutil.rmtree(tmp, ignore_errors=True)
-    # the same run, reproduced: the original record (its timings, commit and machine) stays, so that
-    # evaluations cached against it stay valid
-    return rec if same else new
-
-
-def _without_timing(old_epochs: Any, new: dict[str, Any]) -> Any:
-    """``old_epochs`` with each epoch's timing and logged-loss fields replaced by the new run's."""
-    new_epochs = new.get("epochs")
-    if not isinstance(old_epochs, list) or not isinstance(new_epochs, list) or len(old_epochs) != len(new_epochs):
-        return old_epochs
-    # timings always differ; train_loss is how the loss is *logged* (e.g. kd's soft term as T²·KL since 0.2,
-    # T²·CE before: the same gradient), so the comparison is of what the model did: validation per epoch, final
-    timing = ("samples_per_s", "wall_time_s", "cpu_time_s", "seconds", "train_loss")
-    return [{**o, **{k: n[k] for k in timing if k in n}} if isinstance(o, dict) else o
-            for o, n in zip(old_epochs, new_epochs)]
 
 
 def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, Any]],

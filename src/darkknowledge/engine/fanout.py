@@ -1,0 +1,119 @@
+"""Sets of runs on the job pool (:mod:`.jobs`): an ensemble of seeds, and a grid sweep.
+
+* :func:`train_ensemble` — ``members`` runs of one config differing only in seed (Hinton et al. 2015 §4:
+  ten acoustic models differing only in initialisation); writes ``ensemble.json``, a manifest that
+  ``distill`` accepts as its teacher (``--teacher DIR/ensemble.json``), with each member's sha256.
+* :func:`sweep` — the Cartesian product of ``key=v1,v2,...`` overrides; one run per cell; a table of
+  validation and test results (``sweep.json``), the best cell chosen on validation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, TrainConfig, apply_overrides
+from ..data.common import sha256_file
+from ..teachers import write_manifest
+from ..utils import atomic_write_json
+from .jobs import Job, run_jobs
+
+__all__ = ["train_ensemble", "sweep", "parse_grid", "split_values"]
+
+
+def train_ensemble(cfg: TrainConfig, members: int, out: str | Path, executor: str = "local", workers: int = 1,
+                   progress: bool = True, **executor_args: Any) -> dict[str, Any]:
+    """Train ``members`` copies of ``cfg`` with seeds ``cfg.seed + i`` into ``out/member<i>`` (finished members
+    are reused, crashed ones resumed) and write ``out/ensemble.json``; returns the manifest."""
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    out = Path(out)
+    jobs = [Job(cfg.model_copy(update={"seed": cfg.seed + i, "out_dir": str(out / f"member{i}")}).model_dump())
+            for i in range(members)]
+    records = run_jobs(jobs, executor, workers, progress, **executor_args)
+    rows = [{"path": str(Path(j.out_dir) / "best.safetensors"), "seed": j.config["seed"],
+             "sha256": sha256_file(Path(j.out_dir) / "best.safetensors"), "test": r["final"]["test"],
+             "val": r["final"]["val"]} for j, r in zip(jobs, records)]
+    combine = cfg.distill.combine if cfg.distill is not None else "arithmetic"
+    return write_manifest(out / "ensemble.json", rows, combine, config=cfg.model_dump())
+
+
+def split_values(raw: str) -> list[str]:
+    """``"1,2,[3,4],{a: 1, b: 2}"`` → ``["1", "2", "[3,4]", "{a: 1, b: 2}"]``: commas outside brackets and
+    quotes separate values."""
+    parts, depth, quote, cur = [], 0, "", ""
+    for ch in raw:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    if depth != 0 or quote:
+        raise ConfigError(f"unbalanced brackets or quotes in {raw!r}")
+    return [p.strip() for p in parts]
+
+
+def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Split ``key=value`` overrides into fixed ones and grid axes (a value list with a top-level comma)."""
+    fixed, axes = [], []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        values = split_values(raw)
+        if len(values) > 1:
+            if any(v == "" for v in values):
+                raise ConfigError(f"{key}: empty value in {raw!r}")
+            axes.append((key, values))
+        else:
+            fixed.append(item)
+    return fixed, axes
+
+
+def _slug(key: str, value: str) -> str:
+    short = key.split(".")[-1]
+    return f"{short}{re.sub(r'[^A-Za-z0-9.]+', '-', value).strip('-')}"
+
+
+def sweep(cfg: TrainConfig, overrides: list[str], out: str | Path, executor: str = "local", workers: int = 1,
+          progress: bool = True, **executor_args: Any) -> dict[str, Any]:
+    """One run per cell of the grid in ``overrides`` (e.g. ``["distill.temperature=1,2,4",
+    "model.args.hidden=[300,300],[800,800]"]``) into ``out/<cell>``; writes ``out/sweep.json`` and returns it.
+    Every cell's config is validated before anything runs."""
+    fixed, axes = parse_grid(overrides)
+    if not axes:
+        raise ConfigError("a sweep needs at least one key with several values, e.g. distill.temperature=1,2,4")
+    base = apply_overrides(cfg, fixed)
+    out = Path(out)
+    cells, jobs = [], []
+    for combo in itertools.product(*[[(k, v) for v in vs] for k, vs in axes]):
+        name = "_".join(_slug(k, v) for k, v in combo)
+        c = apply_overrides(base, [f"{k}={v}" for k, v in combo] + [f"out_dir={out / name}"])
+        c = c.model_copy(update={"name": f"{base.name}_{name}"})
+        cells.append({"cell": name, "values": {k: v for k, v in combo}})
+        jobs.append(Job(c.model_dump()))
+    records = run_jobs(jobs, executor, workers, progress, **executor_args)
+    rows = []
+    for cell, r in zip(cells, records):
+        f = r["final"]
+        rows.append({**cell, "out_dir": r["config"]["out_dir"], "selected_epoch": f["selected_epoch"],
+                     "val_accuracy": (f.get("val") or {}).get("accuracy"), "val_nll": (f.get("val") or {}).get("nll"),
+                     "test_accuracy": f["test"]["accuracy"], "test_errors": f["test"].get("errors"),
+                     "wall_time_s": r.get("wall_time_s")})
+    scored = [r for r in rows if r["val_accuracy"] is not None]
+    best = max(scored, key=lambda r: r["val_accuracy"])["cell"] if scored else None
+    result = {"config": base.model_dump(), "axes": [{"key": k, "values": v} for k, v in axes], "cells": rows,
+              "best_on_validation": best}
+    atomic_write_json(out / "sweep.json", result)
+    return result

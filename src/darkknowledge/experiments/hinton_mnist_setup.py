@@ -1,0 +1,230 @@
+"""Hinton et al. (2015) on MNIST, the set-up: the paper's numbers, the stage list and summary keys, the
+schedules (:class:`Settings`), and the experiment context (:class:`Ctx`: configs of every run, cached runs).
+The stages and the experiment itself are in :mod:`.hinton_mnist`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import same_config, validate
+from .runner import run_cached
+
+STAGES = ("teacher", "baseline", "distilled", "logit_matching", "temperature", "omit3", "only78", "regulariser",
+          "jitter")
+T_LIST = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 8.0, 10.0, 20.0)
+WIDTHS = (800, 300, 30)
+FRACTIONS = (1, 3, 10)  # percent of the training split for stage 8
+
+#: the paper's numbers (Hinton et al. 2015 §3, §6; speech numbers are frame accuracies of Table 5)
+PAPER: dict[str, Any] = {
+    "teacher_errors": 67, "baseline_errors": 146, "distilled_errors": 74,
+    "gap_closed": (146 - 74) / (146 - 67),
+    "omit3_errors_before": 206, "omit3_errors_on3_before": 133, "omit3_errors_after": 109,
+    "omit3_errors_on3_after": 14, "omit3_bias_shift": 3.5,
+    "only78_error_rate_before": 47.3, "only78_error_rate_after": 13.2, "only78_bias_shift": -7.6,
+    "best_T_30": "2.5–4", "best_T_300": "any T > 8", "best_T_800": "any T > 8",
+    "reg3pct_hard_test_acc": 44.5, "reg3pct_soft_test_acc": 57.0, "reg3pct_hard_train_acc": 67.3,
+    "reg3pct_soft_train_acc": 65.4, "reg_full_test_acc": 58.9, "reg_full_train_acc": 63.4,
+}
+
+#: teacher recipes compared with the chosen one (Adam lr 1e-3, max-norm 15, 200 epochs) on the seed-0
+#: validation split: SGD with Nesterov momentum, a 2-epoch warm-up and max-norm 3.5 as in Hinton et al. (2012)
+TEACHER_ALTERNATIVES: dict[str, dict[str, Any]] = {
+    "sgd_nesterov_maxnorm3.5": {"optim": {"name": "sgd", "lr": 0.1, "nesterov": True, "warmup_epochs": 2.0},
+                                "model_args": {"max_norm": 3.5}},
+}
+
+
+def t_label(t: float) -> str:
+    """``2.5 → "2.5"``, ``20.0 → "20"`` (the summary-key spelling)."""
+    return f"{t:g}"
+
+
+def summary_keys(widths: Sequence[int] = WIDTHS, temps: Sequence[float] = T_LIST,
+                 fractions: Sequence[int] = FRACTIONS) -> list[str]:
+    """Every key ``summary.json`` holds."""
+    keys = ["teacher_errors", "baseline_errors", "distilled_errors", "gap_closed", "logit_matching_errors"]
+    keys += [f"sweep_{w}_T{t_label(t)}_errors" for w in widths for t in temps]
+    keys += [f"best_T_{w}" for w in widths]
+    keys += ["omit3_errors_before", "omit3_errors_on3_before", "omit3_errors_after", "omit3_errors_on3_after",
+             "omit3_bias_shift", "only78_error_rate_before", "only78_error_rate_after"]
+    keys += [f"reg{p}pct_{m}_{s}_acc" for p in fractions for m in ("hard", "soft") for s in ("test", "train")]
+    keys += ["baseline_jitter_errors", "distilled_jitter_errors", "gap_closed_jitter"]
+    return keys
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Schedules of the full run and of ``--quick`` (chosen on the validation split, see the report)."""
+
+    quick: bool
+    #: fraction of the 55k training split used by stages 1–7 (``--quick`` uses ~10k images)
+    train_fraction: float
+    teacher_epochs: int
+    teacher_lr: float
+    teacher_max_norm: float
+    student_epochs: int
+    student_lr: float
+    sweep_epochs: int
+    transfer_epochs: int  # stages 6 and 7
+    reg_epochs: dict[int, int] = field(default_factory=dict)  # stage 8, per percentage
+    reg_batch_size: int = 64  # stage 8: smaller batches, more steps per epoch on the tiny training sets
+    #: linear LR warm-up of every student (at T = 20 the soft term pulls the logits towards the teacher's
+    #: large logits; without warm-up two of three distilled students at lr 0.1 diverged in epoch 1)
+    student_warmup: float = 1.0
+    #: "adam" (β = 0.9, 0.999) or "sgd" (momentum 0.9); both with a cosine schedule
+    teacher_optim: str = "adam"
+    #: SGD teacher only: Nesterov momentum and a linear warm-up (epochs) before the cosine decay
+    teacher_nesterov: bool = False
+    teacher_warmup: float = 0.0
+    temperature: float = 20.0
+    #: stage 9 (beyond the paper): students on the teacher's ±2 px shifted transfer set, at the T stage 5's
+    #: validation errors (mean over seeds, 2×800) prefer — checked against stage 5 in the report
+    jitter_temperature: float = 4.0
+    jitter_epochs: int = 60
+    w_soft: float = 1.0
+    w_hard: float = 0.1
+    batch_size: int = 128
+    val_size: int = 5000
+    #: torch threads per run: 1 (on a shared 2-core machine two threads per process oversubscribe badly)
+    threads: int | None = 1
+
+
+def settings_for(quick: bool) -> Settings:
+    if quick:
+        return Settings(quick=True, train_fraction=10_000 / 55_000, teacher_epochs=3, teacher_lr=1e-3,
+                        teacher_max_norm=15.0, student_epochs=3, student_lr=0.05, sweep_epochs=1,
+                        transfer_epochs=3, reg_epochs={1: 6, 3: 4, 10: 2}, jitter_epochs=3)
+    return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=1e-3, teacher_max_norm=15.0,
+                    teacher_optim="adam", student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
+                    reg_epochs={1: 60, 3: 40, 10: 20})
+
+
+# --------------------------------------------------------------------------- the experiment context
+
+
+class MissingRun(LookupError):
+    """A stage not selected by ``--only`` has no finished run to report."""
+
+
+@dataclass
+class Ctx:
+    out: Path
+    data_dir: str | None
+    s: Settings
+    seeds: list[int]
+    progress: bool
+    allow_train: bool = True
+    log: Callable[[str], None] = print
+    _teachers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    def data(self, **over: Any) -> dict[str, Any]:
+        d = {"dataset": "mnist", "data_dir": self.data_dir, "val_size": self.s.val_size, "split_seed": 0,
+             "fraction": self.s.train_fraction}
+        return {**d, **over}
+
+    def run(self, cfg: dict[str, Any], need_weights: bool = False, **kw: Any) -> dict[str, Any]:
+        """``run_cached`` when training is allowed; otherwise the finished record or :class:`MissingRun`.
+
+        A run that has to train first materialises its teachers' weights (retraining a teacher whose
+        record is committed but whose weights are not); a cached run never touches them."""
+        if self.allow_train:
+            if self.progress:
+                self.log(f"   run {cfg['out_dir']}")
+            deps = [self._teachers[t] for t in cfg.get("distill", {}).get("teachers", []) if t in self._teachers]
+
+            def materialise() -> None:
+                for d in deps:
+                    run_cached(d, progress=self.progress, need_weights=True)
+
+            return run_cached(cfg, progress=self.progress, need_weights=need_weights, before_train=materialise, **kw)
+        tc = validate(cfg)
+        p = Path(tc.out_dir) / "run.json"
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise MissingRun(str(p)) from None
+        if not same_config(rec.get("config"), tc) or (need_weights and not (p.parent / "best.safetensors").exists()):
+            raise MissingRun(str(p))
+        return rec
+
+    # ---- configs
+
+    def teacher_cfg(self, seed: int, recipe: str | None = None) -> dict[str, Any]:
+        """The teacher of ``seed``; ``recipe``: one of :data:`TEACHER_ALTERNATIVES` instead (its seed-0 run
+        is compared with the chosen recipe on validation, in ``runs/teacher_recipes/``)."""
+        s = self.s
+        if recipe is not None:
+            cfg = self.teacher_cfg(seed)
+            alt = TEACHER_ALTERNATIVES[recipe]
+            cfg["optim"] = {**cfg["optim"], **alt["optim"]}
+            cfg["model"]["args"] = {**cfg["model"]["args"], **alt.get("model_args", {})}
+            cfg["epochs"] = alt.get("epochs", cfg["epochs"])
+            return {**cfg, "name": f"{recipe}_seed{seed}",
+                    "out_dir": str(self.runs / "teacher_recipes" / f"{recipe}_seed{seed}")}
+        return {"name": f"teacher_seed{seed}", "seed": seed, "epochs": s.teacher_epochs, "batch_size": s.batch_size,
+                "threads": s.threads,
+                "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
+                                                  "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
+                "data": self.data(augment_shift=2),
+                "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
+                          "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
+                "out_dir": str(self.runs / "teacher" / f"teacher_seed{seed}")}
+
+    def teacher(self, seed: int) -> str:
+        """Train (or reuse) the seed's teacher's record; returns the path of its selected checkpoint (whose
+        weights :meth:`run` materialises when a student that distils from it has to train)."""
+        cfg = self.teacher_cfg(seed)
+        path = str(Path(cfg["out_dir"]) / "best.safetensors")
+        self._teachers[path] = cfg
+        self.run(cfg)
+        return path
+
+    def student_cfg(self, stage: str, name: str, seed: int, width: int = 800, epochs: int | None = None,
+                    data: dict[str, Any] | None = None, distil: bool = False,
+                    temperature: float | None = None, kind: str = "ce", w_soft: float | None = None,
+                    w_hard: float | None = None) -> dict[str, Any]:
+        """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed."""
+        s = self.s
+        cfg: dict[str, Any] = {
+            "name": f"{name}_seed{seed}", "seed": seed, "epochs": epochs or s.student_epochs, "threads": s.threads,
+            "batch_size": s.batch_size, "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [width, width]}},
+            "data": data or self.data(), "optim": {"name": "sgd", "lr": s.student_lr, "momentum": 0.9,
+                                                   "schedule": "cosine", "warmup_epochs": s.student_warmup},
+            "out_dir": str(self.runs / stage / f"{name}_seed{seed}")}
+        if distil:
+            cfg["distill"] = {"teachers": [self.teacher(seed)],
+                              "temperature": temperature or s.temperature, "kind": kind,
+                              "w_soft": s.w_soft if w_soft is None else w_soft,
+                              "w_hard": s.w_hard if w_hard is None else w_hard}
+        return cfg
+
+
+def test_errors(rec: dict[str, Any]) -> int:
+    return int(rec["final"]["test"]["errors"])
+
+
+def val_errors(rec: dict[str, Any]) -> int:
+    return int(rec["final"]["val"]["errors"])
+
+
+def train_seconds(recs: Sequence[dict[str, Any]]) -> float:
+    return float(sum(r.get("wall_time_s", 0.0) for r in recs))
+
+
+@dataclass
+class StageResult:
+    values: dict[str, list[float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
