@@ -56,3 +56,17 @@ def test_precision_benchmark_runs(tmp_path):
         for v in variants:
             assert m[f"{v}_vs_fp32"] == pytest.approx(_rate(m[f"{v}_samples_per_s"]) / base, rel=1e-12), (model, v)
             assert f"{model:10s} {v:20s} {m[f'{v}_samples_per_s']:8.0f} samples/s" in r.stdout, (model, v)
+
+
+def test_scale_benchmark_runs(tmp_path):
+    out = tmp_path / "scale.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--no-ray", "--out",
+                        str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    walls = {k: _rate(v) for k, v in res["local_wall_s"].items()}
+    assert res["local_speedup_2_workers"] == pytest.approx(walls["1_worker"] / walls["2_workers"], rel=1e-12)
+    rates = {k: _rate(v) for k, v in res["ddp_samples_per_s"].items()}
+    assert res["ddp_2proc_over_1proc"] == pytest.approx(rates["2_proc"] / rates["1_proc"], rel=1e-12)
+    assert "ray_overhead_s_per_job" not in res and res["settings"]["quick"] is True
+    assert f"local_speedup_2_workers = {res['local_speedup_2_workers']:.3f}" in r.stdout

@@ -22,7 +22,7 @@ def test_summary_keys_spelling():
     keys = summary_keys()
     assert "sweep_800_T2.5_errors" in keys and "sweep_30_T20_errors" in keys and "best_T_30" in keys
     assert "reg3pct_soft_train_acc" in keys and "reg10pct_hard_test_acc" in keys and "gap_closed" in keys
-    assert len(keys) == len(set(keys)) == 5 + 27 + 3 + 7 + 12
+    assert len(keys) == len(set(keys)) == 5 + 27 + 3 + 7 + 12 + 3
 
 
 def test_apply_bias_shift_only_touches_given_classes():

@@ -77,11 +77,11 @@ def _clickthrough(data_dir=None, download=True):
     return load_clickthrough()
 
 
-def _fsdd_frames(split: str) -> Callable[..., dict[str, tuple[Tensor, Tensor]]]:
+def _fsdd_frames(split: str, train_share: float | None = None) -> Callable[..., dict[str, tuple[Tensor, Tensor]]]:
     def load(data_dir=None, download=True):
         from .fsdd import load_fsdd_frames
 
-        return load_fsdd_frames(data_dir, download, split=split)
+        return load_fsdd_frames(data_dir, download, split=split, train_share=train_share)
     return load
 
 
@@ -103,10 +103,11 @@ _DATASETS: dict[str, Callable[..., dict[str, tuple[Tensor, Tensor]]]] = {
     "criteo-sample": lambda data_dir=None, download=True: _criteo_sample(data_dir),
     "fsdd-frames": _fsdd_frames("official"),
     "fsdd-frames-speakers": _fsdd_frames("speaker"),
+    "fsdd-frames-3pct": _fsdd_frames("official", train_share=0.03),
 }
 _NUM_CLASSES = {"mnist": 10, "digits": 10, "synthetic": 10, "mnist-2x5": 2, "cifar10-jpeg": 10,
                 "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2, "criteo-sample": 2, "fsdd-frames": 30,
-                "fsdd-frames-speakers": 30}
+                "fsdd-frames-speakers": 30, "fsdd-frames-3pct": 30}
 
 
 def register_dataset(name: str, loader: Callable[..., dict[str, tuple[Tensor, Tensor]]], num_classes: int) -> None:

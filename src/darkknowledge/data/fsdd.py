@@ -258,11 +258,16 @@ def build_frame_splits(data_dir: str | os.PathLike | None = None, *, split: str 
                        norm.std, data.digit, data.speaker, data.speaker_names, ids, seconds, params)
 
 
-def load_fsdd_frames(data_dir: str | os.PathLike | None = None, download: bool = True, **kwargs
-                     ) -> dict[str, tuple[Tensor, Tensor]]:
+def load_fsdd_frames(data_dir: str | os.PathLike | None = None, download: bool = True,
+                     train_share: float | None = None, **kwargs) -> dict[str, tuple[Tensor, Tensor]]:
     """The registry's ``fsdd-frames``: :func:`build_frame_splits` with its defaults (official split, ``S = 3``,
     10 past + 5 future frames, 10% of the training recordings for validation, seed 0) as
     ``{"train", "val", "test"}`` → ``(x, y)``. The validation split is by recording, so the registry uses it
     as given and ignores ``val_size``/``split_seed``. Rebuild the same splits with :func:`build_frame_splits`
-    to get each frame's recording id (the order is identical)."""
-    return build_frame_splits(data_dir, download=download, **kwargs).as_registry()
+    to get each frame's recording id (the order is identical). ``train_share``: keep the training frames of only
+that share of the training recordings (:func:`subsample_recordings`; the normalisation statistics stay those
+of all training recordings — unlabelled audio statistics, no labels)."""
+    fs = build_frame_splits(data_dir, download=download, **kwargs)
+    if train_share is not None:  # ``fsdd-frames-3pct``: the training frames of a seeded share of the recordings
+        fs.train = fs.train.select(subsample_recordings(fs.ids["train"], train_share, kwargs.get("seed", 0)))
+    return fs.as_registry()

@@ -277,8 +277,15 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         return teacher, [state_sha256(teacher)]
     if not cfg.distill.teachers:
         raise ValueError("distill.teachers is empty — name at least one teacher file")
+    files = teacher_files(cfg.distill.teachers)
+    if len(files) == 1 and Path(files[0]).is_dir():  # a store of teacher outputs (top-k or full; store.py)
+        from ..store import StoredTeacher
+
+        stored = StoredTeacher(files[0])
+        stored.num_classes = n_cls
+        return stored, [sha256_file(Path(files[0]) / "manifest.json")]
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
-    return teacher, [sha256_file(p) for p in teacher_files(cfg.distill.teachers)]
+    return teacher, [sha256_file(p) for p in files]
 
 
 @torch.no_grad()
@@ -312,7 +319,7 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
     if teacher is not None:
         d = cfg.distill
         serving = teacher.serving(cls.teacher_output)
-        if d.cache and cfg.data.augment_shift == 0:
+        if d.cache and cfg.data.augment_shift == 0 and not getattr(serving, "is_store", False):
             path = out / "teacher_cache.safetensors"
             if w.main:
                 serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size)
