@@ -128,6 +128,10 @@ class Job:
     config: dict[str, Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     need_weights: bool = False
+    #: ``"package.module:function"`` called as ``function(config, progress=..., need_weights=..., **kwargs)``
+    #: instead of :func:`run_cached` — for a run that needs more than a config (e.g. a student built from
+    #: another run's weights); it must return the run record and be cached and resumable like ``run_cached``
+    fn: str | None = None
 
     @property
     def out_dir(self) -> str:
@@ -140,6 +144,12 @@ class Job:
 
 def run_job(job: Job, progress: bool = False) -> dict[str, Any]:
     """Run one job (in a worker or here) and return its run record."""
+    if job.fn is not None:
+        import importlib
+
+        mod, _, name = job.fn.partition(":")
+        return getattr(importlib.import_module(mod), name)(job.config, progress=progress,
+                                                          need_weights=job.need_weights, **job.kwargs)
     return run_cached(job.config, progress=progress, need_weights=job.need_weights, **job.kwargs)
 
 
