@@ -348,10 +348,14 @@ def stage_jobs(c: Ctx, stage: str) -> list[Job]:
 def run_stage_jobs(c: Ctx, only: str | None, pool: dict[str, Any]) -> None:
     """Train every run of the stages to be run (all, or ``only`` and the teachers it needs) on the pool."""
     jobs: dict[str, Job] = {}
-    for st in STAGES:
-        if only is None or st in (only, "teacher"):
-            for j in stage_jobs(c, st):
-                jobs.setdefault(j.out_dir, j)  # a run shared by two stages is one job
+    c.planning = True
+    try:
+        for st in STAGES:
+            if only is None or st in (only, "teacher"):
+                for j in stage_jobs(c, st):
+                    jobs.setdefault(j.out_dir, j)  # a run shared by two stages is one job
+    finally:
+        c.planning = False
     run_jobs(list(jobs.values()), progress=c.progress, **pool)
 
 

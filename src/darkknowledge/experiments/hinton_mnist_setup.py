@@ -124,6 +124,7 @@ class Ctx:
     allow_train: bool = True
     log: Callable[[str], None] = print
     _teachers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    planning: bool = False
 
     @property
     def runs(self) -> Path:
@@ -188,7 +189,8 @@ class Ctx:
         cfg = self.teacher_cfg(seed)
         path = str(Path(cfg["out_dir"]) / "best.safetensors")
         self._teachers[path] = cfg
-        self.run(cfg)
+        if not self.planning:  # planning the pool's jobs: the teacher is a job of its own
+            self.run(cfg)
         return path
 
     def student_cfg(self, stage: str, name: str, seed: int, width: int = 800, epochs: int | None = None,

@@ -280,7 +280,8 @@ def run(out: str | Path = "results/hinton-speech", data_dir: str | None = None, 
     base, ensa = _mean(v["baseline_frame_acc"]), v["ensemble_frame_acc"][0]
     v["gain_kept"] = [(d - base) / (ensa - base) if ensa != base else float("nan") for d in v["distilled_frame_acc"]]
     bw, ew = _mean(v["baseline_wer"]), v["ensemble_wer"][0]
-    v["wer_gain_kept"] = [(bw - d) / (bw - ew) if bw != ew else float("nan") for d in v["distilled_wer"]]
+    if bw != ew:  # undefined when the ensemble does not change the WER (e.g. 0 errors everywhere)
+        v["wer_gain_kept"] = [(bw - d) / (bw - ew) for d in v["distilled_wer"]]
     details["temperature"] = {f"{t:g}": {"val_frame_acc": [e["val"]["frame_acc"] for e in es],
                                          "test_frame_acc": [e["test"]["frame_acc"] for e in es],
                                          "test_wer": [e["test"]["wer"] for e in es]} for t, es in per_t.items()}
