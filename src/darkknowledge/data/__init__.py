@@ -85,6 +85,12 @@ def _fsdd_frames(split: str, train_share: float | None = None) -> Callable[..., 
     return load
 
 
+def _omniglot(data_dir=None, download=True):
+    from .omniglot import load_omniglot
+
+    return load_omniglot(data_dir, download)
+
+
 def _criteo_sample(data_dir=None):
     from .criteo import load_criteo_sample_split
 
@@ -104,10 +110,11 @@ _DATASETS: dict[str, Callable[..., dict[str, tuple[Tensor, Tensor]]]] = {
     "fsdd-frames": _fsdd_frames("official"),
     "fsdd-frames-speakers": _fsdd_frames("speaker"),
     "fsdd-frames-3pct": _fsdd_frames("official", train_share=0.03),
+    "omniglot": _omniglot,
 }
 _NUM_CLASSES = {"mnist": 10, "digits": 10, "synthetic": 10, "mnist-2x5": 2, "cifar10-jpeg": 10,
                 "cifar10-jpeg-2x5": 2, "synthetic-clickthrough": 2, "criteo-sample": 2, "fsdd-frames": 30,
-                "fsdd-frames-speakers": 30, "fsdd-frames-3pct": 30}
+                "fsdd-frames-speakers": 30, "fsdd-frames-3pct": 30, "omniglot": 242}
 
 
 def register_dataset(name: str, loader: Callable[..., dict[str, tuple[Tensor, Tensor]]], num_classes: int) -> None:

@@ -17,6 +17,7 @@ __all__ = ["register_experiment", "get_experiment", "list_experiments"]
 _EXPERIMENTS: dict[str, Callable[..., Any]] = {}
 # modules imported lazily so that `import darkknowledge` stays light
 _MODULES = {"demo": ".demo", "demo-digits": ".demo", "hinton-mnist": ".hinton_mnist", "hinton-speech": ".hinton_speech",
+            "hinton-specialists": ".hinton_specialists",
             "subclass-mnist-2x5": ".subclass_mnist_2x5", "subclass-data-efficiency": ".subclass_data_efficiency",
             "subclass-cifar-2x5": ".subclass_cifar_2x5", "subclass-clickthrough": ".subclass_clickthrough",
             "subclass-ablation": ".subclass_ablation"}
