@@ -53,7 +53,9 @@ def test_quick_summary_is_consistent_with_its_records(quick):
     assert summary["baseline_frame_acc"]["values"][0] == pytest.approx(ev["test"]["frame_acc"], abs=1e-12)
     # the 3% runs really train on 3% of the recordings
     hard = json.loads((out / "runs" / "reg3pct" / "hard_seed0" / "run.json").read_text())
-    assert hard["dataset"]["train"] < 0.05 * rec["dataset"]["train"]
+    from darkknowledge.experiments.hinton_speech import frame_splits
+
+    assert hard["dataset"]["train"] < 0.05 * len(frame_splits("official", data_dir).train)
     report = (out / "report.md").read_text()
     assert f"{100 * PAPER['ensemble_frame_acc']:.1f}%" in report and "Table 5 analogue" in report
     for f in ("frame_accuracy_vs_T.png", "reg3pct_curves.png", "posteriors.png"):

@@ -295,7 +295,7 @@ def test_criteo_loader_on_real_sample(tmp_path):
 def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch):
     """Committed results hold records and ``eval.json`` caches, never weights: the report re-renders
     without training; without the caches, the needed runs are retrained to the same numbers."""
-    import darkknowledge.experiments.runner as runner
+    import darkknowledge.engine.jobs as runner
 
     out = results / "subclass-mnist-2x5"
     if not (out / "summary.json").exists():
@@ -319,7 +319,7 @@ def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch
 
 
 def test_clickthrough_rerenders_without_weights(results, monkeypatch):
-    import darkknowledge.experiments.runner as runner
+    import darkknowledge.engine.jobs as runner
 
     out = results / "subclass-clickthrough"
     data_dir = SHARED_DATA if os.path.isdir(os.path.join(SHARED_DATA, "criteo-sample")) else None
