@@ -38,7 +38,7 @@ def job_cfg(out: Path, seed: int, epochs: int, fraction: float, hidden: list[int
 
 
 def pool_wall(tmp: Path, workers: int, n_jobs: int, epochs: int) -> float:
-    jobs = [Job(job_cfg(tmp / f"w{workers}_{k}", k, epochs, 1.0, [256, 256])) for k in range(n_jobs)]
+    jobs = [Job(job_cfg(tmp / f"w{workers}_{k}", k, epochs, 1.0, [512, 512])) for k in range(n_jobs)]
     ex = LocalExecutor(workers, threads=1)
     try:
         # the workers are started (torch imported) before the clock: the figure is about running jobs
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a check that it runs, not a measurement)")
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args()
-    epochs = 1 if args.quick else 4
+    epochs = 1 if args.quick else 10
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dk-scale-"))
     try:
@@ -111,7 +111,7 @@ def main() -> None:
         "local_speedup_2_workers": w1 / w2, "local_wall_s": {"1_worker": w1, "2_workers": w2},
         "ddp_2proc_over_1proc": r2 / r1, "ddp_samples_per_s": {"1_proc": r1, "2_proc": r2},
         **({"ray_overhead_s_per_job": ray["ray_overhead_s_per_job"], "ray": ray} if ray else {}),
-        "settings": {"quick": args.quick, "pool_jobs": 4, "pool_job": "mlp 64-256-256-10, synthetic 18k, "
+        "settings": {"quick": args.quick, "pool_jobs": 4, "pool_job": "mlp 64-512-512-10, synthetic 18k, "
                      f"{epochs} epochs, 1 thread", "ddp_run": "mlp 64-800-800-10, batch 128, 1 thread per rank"},
         "cores": cpu_count(), "machine": machine_facts(), "git_commit": git_commit(),
         "command": "python benchmarks/scale.py" + (" --quick" if args.quick else "") + (" --no-ray" if args.no_ray
