@@ -11,7 +11,7 @@ alphabets, split by drawer; :mod:`darkknowledge.data.omniglot`). For each datase
 3. ``specialists`` — one per special set, initialised from the generalist (output layer: the set + a dustbin;
                      :func:`~darkknowledge.specialists.make_specialist`), trained on 50/50 data
                      (:func:`~darkknowledge.specialists.specialist_splits`) as pool jobs
-                     (``Job(fn="darkknowledge.experiments.hinton_specialists:train_specialist")``), the epoch
+                     (``Job(fn="darkknowledge.experiments.hinton_specialists_runs:train_specialist")``), the epoch
                      selected on a 50/50 validation sample; then the dustbin bias correction;
 4. ``combination`` — generalist + active specialists (the generalist's top-1 class, n = 1) combined by the
                      batched Eq. 5 solver (:func:`~darkknowledge.specialists.combine`) on the test set: test
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import hashlib
 import json
 import sys
@@ -52,12 +51,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..config import validate
 from ..engine.jobs import Job, run_jobs
 from ..report import provenance, write_summary
-from ..teachers import Teacher, freeze
 from ..utils import atomic_write_json
 from . import register_experiment
 from .runner import cached_eval, finished_record, run_cached
@@ -157,156 +154,18 @@ def _digest(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-# --------------------------------------------------------------------------- data and models
-
-
-@functools.lru_cache(maxsize=4)
-def _splits_cached(data_json: str):
-    from ..config import DataConfig
-    from ..engine import prepare_data
-
-    return prepare_data(validate(json.loads(data_json), DataConfig))
-
-
-def data_splits(data: dict[str, Any]):
-    """The engine's splits of a config's ``data`` section (exactly what the generalist trained on), memoised."""
-    return _splits_cached(json.dumps(data, sort_keys=True))
-
-
-def class_names(dataset: str, data_dir: str | None) -> list[str]:
-    if dataset.startswith("cifar10"):
-        from ..data.cifar import CIFAR10_CLASSES
-
-        return list(CIFAR10_CLASSES)
-    if dataset == "omniglot":
-        from ..data.omniglot import omniglot_class_names
-
-        return omniglot_class_names(data_dir)
-    raise KeyError(dataset)
-
-
-def _best(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["out_dir"]) / "best.safetensors"
-
-
-def _load_generalist(gen_cfg: dict[str, Any]) -> nn.Module:
-    from ..models import load_model
-
-    path = _best(gen_cfg)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the generalist's weights are missing (the experiment retrains them "
-                                "before any specialist needs them; rerun it)")
-    return load_model(path).eval()
-
-
-def _load_specialist(generalist: nn.Module, spec_cfg: dict[str, Any], classes: list[int],
-                     shift: float | None = None) -> nn.Module:
-    """The trained specialist: the generalist's architecture with its output layer over ``classes`` + dustbin,
-    the weights selected on validation, and (``shift``) the dustbin bias correction."""
-    from safetensors.torch import load_file
-
-    from ..specialists import apply_dustbin_shift, make_specialist
-
-    spec = make_specialist(generalist, classes)
-    spec.load_state_dict(load_file(str(_best(spec_cfg))))
-    spec.eval()
-    if shift is not None:
-        apply_dustbin_shift(spec, shift)
-    return spec
-
-
-def _probs(logits: Tensor) -> Tensor:
-    return torch.softmax(logits.double(), 1)
-
-
-class SpecialistCombination(Teacher):
-    """A generalist and its specialists as one teacher: the Eq. 5 distribution ``q`` (returned as ``log q``,
-    a logit vector) of the generalist and the active specialists (its ``top_n`` classes).
-
-    ``table`` (optional) holds ``log q`` of the training (transfer) set computed once; the engine's batches of it
-    are looked up by their dataset index ``idx`` (also when they are augmented: the soft target of an example is
-    that of its clean image). Without ``idx`` (validation, test) ``q`` is computed live.
-    """
-
-    def __init__(self, generalist: nn.Module, specialists: list[nn.Module], classes: list[list[int]],
-                 top_n: int = 1, table: Tensor | None = None):
-        super().__init__()
-        self.generalist = freeze(generalist)
-        self.specialists = nn.ModuleList(freeze(s) for s in specialists)
-        self.classes = [list(map(int, c)) for c in classes]
-        self.top_n = top_n
-        self.num_classes = getattr(generalist, "num_classes", None)
-        self.register_buffer("table", None if table is None else table.float().contiguous())
-        self._memo: dict[str, Tensor] = {}  # live results by input content (the engine evaluates the test set twice)
-
-    @torch.no_grad()
-    def combined(self, x: Tensor) -> Tensor:
-        key = hashlib.sha1(str((tuple(x.shape), str(x.dtype))).encode()
-                           + x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        if key not in self._memo:
-            self._memo[key] = self._combined(x)
-        return self._memo[key].to(x.device)
-
-    def _combined(self, x: Tensor) -> Tensor:
-        from ..specialists import combine
-
-        p_g = _probs(self.generalist(x))
-        p_s = [_probs(s(x)) for s in self.specialists]
-        return combine(p_g, p_s, self.classes, top_n=self.top_n)
-
-    def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
-        if idx is not None and self.table is not None:
-            if int(idx.max()) >= self.table.shape[0] or int(idx.min()) < 0:
-                raise IndexError(f"index out of range for a table of {self.table.shape[0]} examples")
-            return self.table[idx.to(self.table.device)].unsqueeze(1)
-        return torch.log(self.combined(x).clamp_min(1e-30)).float().unsqueeze(1)
-
-
-# --------------------------------------------------------------------------- job functions (run in pool workers)
-
-
-def train_specialist(config: dict[str, Any], progress: bool = False, need_weights: bool = False, *,
-                     generalist: dict[str, Any], classes: list[int]) -> dict[str, Any]:
-    """One specialist run (a ``Job.fn``): rebuilt from the generalist's config and the special classes, cached and
-    resumable like :func:`~darkknowledge.engine.jobs.run_cached`."""
-    from ..specialists import make_specialist, specialist_splits
-
-    cfg = validate(config)
-    rec = finished_record(cfg)
-    if rec is not None and (not need_weights or _best(config).exists()):
-        return rec
-    splits = data_splits(generalist["data"])
-    spec = make_specialist(_load_generalist(generalist), classes)
-    # named after the source dataset, so the record names a registered dataset (the classes are in the run's name)
-    ssplits = specialist_splits(splits, classes, seed=cfg.seed, name=splits.name)
-    return run_cached(cfg, splits=ssplits, student=spec, progress=progress, need_weights=need_weights)
-
-
-def train_distilled(config: dict[str, Any], progress: bool = False, need_weights: bool = False, *,
-                    generalist: dict[str, Any], specialists: list[dict[str, Any]], classes: list[list[int]],
-                    shifts: list[float], table: str, table_sha256: str, top_n: int = 1) -> dict[str, Any]:
-    """One network of the generalist's architecture distilled from the combination (a ``Job.fn``): the Eq. 5
-    distributions on the training set are read from ``table`` (checked against ``table_sha256``)."""
-    from safetensors.torch import load_file
-
-    cfg = validate(config)
-    rec = finished_record(cfg)
-    if rec is not None and (not need_weights or _best(config).exists()):
-        return rec
-    log_q = load_file(table)["log_q"]
-    if _tensor_sha(log_q) != table_sha256:
-        raise ValueError(f"{table}: the stored combination differs from the one this run was configured with")
-    gen = _load_generalist(generalist)
-    specs = [_load_specialist(gen, sc, cl, sh) for sc, cl, sh in zip(specialists, classes, shifts)]
-    teacher = SpecialistCombination(gen, specs, classes, top_n=top_n, table=log_q)
-    return run_cached(cfg, splits=data_splits(config["data"]), teacher=teacher, progress=progress,
-                      need_weights=need_weights)
-
-
-def _tensor_sha(t: Tensor) -> str:
-    t = t.detach().contiguous().cpu()
-    return hashlib.sha256(str((tuple(t.shape), str(t.dtype))).encode() + t.numpy().tobytes()).hexdigest()
-
+from ..specialists.teacher import _probs  # noqa: E402
+from .hinton_specialists_runs import (  # noqa: E402,F401 (re-exported: tests and the report use them)
+    SpecialistCombination,
+    _best,
+    _load_generalist,
+    _load_specialist,
+    _tensor_sha,
+    class_names,
+    data_splits,
+    train_distilled,
+    train_specialist,
+)
 
 # --------------------------------------------------------------------------- configs
 
@@ -348,7 +207,7 @@ class Ctx:
         cfg = self._base(d, f"{d.key}-specialist{m}-{_digest(classes, 8)}", seed * 1000 + 100 + m, d.spec_epochs,
                          d.spec_lr, self.run_dir(d, seed) / f"specialist{m}", num_classes=len(classes) + 1)
         return Job(cfg, {"generalist": self.generalist(d, seed), "classes": list(classes)},
-                   fn="darkknowledge.experiments.hinton_specialists:train_specialist")
+                   fn="darkknowledge.experiments.hinton_specialists_runs:train_specialist")
 
     def specialists(self, d: DataSettings, seed: int, sets: list[list[int]]) -> list[Job]:
         return [self.specialist(d, seed, m, cl) for m, cl in enumerate(sets)]
@@ -363,7 +222,7 @@ class Ctx:
         kw = {"generalist": self.generalist(d, seed), "specialists": [j.config for j in self.specialists(d, seed, sets)],
               "classes": sets, "shifts": comb["shifts"], "table": str(self.table_path(d, seed)),
               "table_sha256": comb["table_sha256"], "top_n": self.s.top_n}
-        return Job(cfg, kw, fn="darkknowledge.experiments.hinton_specialists:train_distilled")
+        return Job(cfg, kw, fn="darkknowledge.experiments.hinton_specialists_runs:train_distilled")
 
 
 # --------------------------------------------------------------------------- clusters (stage 2)

@@ -26,6 +26,7 @@ from .data import (
     specialist_targets,
 )
 from .metrics import accuracy, conditional_accuracy, coverage_counts, covered_classes, gain_by_coverage
+from .teacher import SpecialistCombination
 
 __all__ = [
     "Clustering", "confusable_clusters", "prediction_covariance",
@@ -33,4 +34,5 @@ __all__ = [
     "dustbin_shift", "apply_dustbin_shift", "shift_dustbin_logits", "specialist_splits",
     "membership_matrix", "active_specialists", "combine", "combine_objective", "combine_reference",
     "accuracy", "covered_classes", "coverage_counts", "conditional_accuracy", "gain_by_coverage",
+    "SpecialistCombination",
 ]
