@@ -219,6 +219,9 @@ class Ctx:
         cfg = self._base(d, f"{d.key}-distilled-T{t:g}-{comb['table_sha256'][:8]}", seed * 1000 + 500, d.epochs,
                          d.lr, self.run_dir(d, seed) / f"distilled_T{t:g}")
         cfg["distill"] = {"teachers": [], "temperature": t, "w_soft": 1.0, "w_hard": self.s.w_hard, "cache": False}
+        # a linear warm-up over the first epoch and clipping: without them a T = 2 student (the soft term is
+        # scaled by T²) died in its first epoch on 2 of 6 tries (stuck at chance, "soft term has not moved")
+        cfg["optim"].update({"warmup_epochs": 1.0, "grad_clip": 5.0})
         kw = {"generalist": self.generalist(d, seed), "specialists": [j.config for j in self.specialists(d, seed, sets)],
               "classes": sets, "shifts": comb["shifts"], "table": str(self.table_path(d, seed)),
               "table_sha256": comb["table_sha256"], "top_n": self.s.top_n}
