@@ -81,6 +81,16 @@ def test_overrides_apply(tmp_path):
     assert parse_overrides(["a.b.c=1", "a.b.d=x", "e="]) == {"a": {"b": {"c": 1, "d": "x"}}, "e": None}
 
 
+def test_an_override_may_supply_a_field_the_file_leaves_out(tmp_path):
+    """A file's ``distill:`` block without teachers plus ``--teacher`` (an override): valid once merged,
+    as ``distill --config f --teacher t`` and ``sweep --teacher t`` pass it; without it the error names it."""
+    path = _yaml(tmp_path, "distill: {temperature: 5, w_hard: 0.0}\n")
+    cfg = load_config(path, ['distill.teachers=["t.safetensors"]'])
+    assert cfg.distill.teachers == ["t.safetensors"] and cfg.distill.temperature == 5.0
+    with pytest.raises(ConfigError, match="distill.teachers"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("item, needle", [
     ("optim.lr", "key=value"),
     ("=0.1", "empty key"),

@@ -143,3 +143,30 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     assert (out / "runs" / "omit3" / "omit3_seed0" / "best.safetensors").exists()
     assert (out / "runs" / "teacher" / "teacher_seed0" / "best.safetensors").exists()
     assert not (out / "runs" / "baseline" / "baseline_seed0" / "best.safetensors").exists()  # not needed: not rebuilt
+
+
+def test_student_recipes_override_the_shared_recipe_and_the_report_follows_validation():
+    import dataclasses
+
+    from darkknowledge.experiments.hinton_mnist_report import _student_recipes
+    from darkknowledge.experiments.hinton_mnist_setup import STUDENT_ALTERNATIVES, settings_for, with_recipe
+
+    base = {"epochs": 30, "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            "distill": {"temperature": 20.0, "w_hard": 0.1}}
+    r = with_recipe(base, "T4_adam")
+    assert r["distill"] == {"temperature": 4.0, "w_hard": 0.1} and r["optim"] == {"name": "adam", "lr": 1e-3,
+                                                                                  "momentum": 0.9}
+    assert base["distill"]["temperature"] == 20.0 and with_recipe(base, "base") == base
+    assert "distill" not in with_recipe({"epochs": 30, "optim": {}}, "T4")
+    assert with_recipe(base, "T4_100ep")["epochs"] == 100
+
+    def rec(val: int, t: float) -> dict:
+        return {"val_errors": val, "test_errors": 2 * val, "epochs": 30, "selected_epoch": 20, "temperature": t,
+                "optim": {}, "val_curve": [90, val], "wall_time_s": 60.0}
+
+    details = {"distilled": {"recipes": {"base": rec(60, 20.0), "T4": rec(50, 4.0)}}}
+    for used, says in (("base", "Validation prefers `T4`"), ("T4", "fewest validation errors")):
+        lines: list[str] = []
+        _student_recipes(lines.append, dataclasses.replace(settings_for(False), student_recipe=used), details)
+        text = "\n".join(lines)
+        assert says in text and "distill.temperature=4" in text and set(STUDENT_ALTERNATIVES) >= {"base", "T4"}

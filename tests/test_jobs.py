@@ -77,6 +77,35 @@ def test_failures_are_reported_after_the_rest_ran(tmp_path):
     assert not (tmp_path / "after_bad").exists()
 
 
+_ORPHAN = """
+import os, sys
+from darkknowledge.engine.jobs import LocalExecutor
+ex = LocalExecutor(1, threads=1)
+print(ex.pool.submit(os.getpid).result(), flush=True)
+os.kill(os.getpid(), 9)  # the parent dies without shutting its pool down (SIGKILL, OOM killer, lost session)
+"""
+
+
+def test_pool_workers_exit_when_the_parent_dies():
+    """A killed ``sweep`` or ``reproduce --workers N`` must not leave its workers training on as orphans."""
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, 9)
+    pytest.fail(f"pool worker {child} outlived its parent by 15 s")
+
+
 def test_bad_job_sets_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="share out_dir"):
         run_jobs([Job(_cfg(tmp_path / "a")), Job(_cfg(tmp_path / "a", seed=2))], progress=False)

@@ -332,3 +332,27 @@ def test_training_from_a_store_equals_training_from_the_live_teacher(tmp_path, c
     assert [e["train_loss"] for e in rec_live["epochs"]] == [e["train_loss"] for e in rec_store["epochs"]]
     assert rec_live["final"] == rec_store["final"]  # the teacher's test outputs come from the store too
     assert math.isfinite(rec_store["epochs"][-1]["train_loss"]["soft"])
+
+
+def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
+    """``train(teacher=CachedTeacher(logits of splits.train.x))``: looked up by the engine's idx, not cached a
+    second time; the weights equal the live teacher's run. A cache of another length, or an augmented transfer
+    set, is refused with one line before anything is written."""
+    cfg = validate(_cfg(tmp_path / "live", False))
+    splits = prepare_data(cfg.data)
+    teacher = _RoundedLinear(splits.train.x, splits.train.y)
+    with torch.no_grad():
+        cached = dk.CachedTeacher(teacher(splits.train.x))
+    train(cfg, splits=splits, teacher=teacher, progress=False)
+    rec = train(validate(_cfg(tmp_path / "cached", True)), splits=splits, teacher=cached, progress=False)
+    a, b = load_file(tmp_path / "live" / "best.safetensors"), load_file(tmp_path / "cached" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "cached" / "teacher_cache.safetensors").exists() and "teacher_test" not in rec["final"]
+    with pytest.raises(ValueError, match="holds 3 rows"):
+        train(validate(_cfg(tmp_path / "short", False)), splits=splits, teacher=dk.CachedTeacher(torch.zeros(3, 10)),
+              progress=False)
+    shifted = _cfg(tmp_path / "shifted", False)
+    shifted["data"]["augment_shift"] = 1
+    with pytest.raises(ValueError, match="augment_shift"):
+        train(validate(shifted), splits=splits, teacher=cached, progress=False)
+    assert not (tmp_path / "short").exists() and not (tmp_path / "shifted").exists()

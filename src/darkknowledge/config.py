@@ -314,8 +314,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
-    cfg = validate(data, TrainConfig, str(path or "(defaults)"))
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    if not overrides:
+        return validate(data, TrainConfig, str(path or "(defaults)"))
+    # the overrides are merged into the file's mapping before validating, so an override may supply a field
+    # the file leaves out (``distill --teacher`` fills ``distill.teachers`` of a file's ``distill:`` block)
+    return validate(_merge(data, parse_overrides(overrides)), TrainConfig,
+                    f"{path or '(defaults)'} with the overrides")
 
 
 def _identity(dump: dict[str, Any]) -> dict[str, Any]:

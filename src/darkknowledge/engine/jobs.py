@@ -293,11 +293,23 @@ class SerialExecutor(Executor):
         return handle.result()
 
 
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Exit when the process that started this worker is gone (killed, or Ctrl-C'd without a clean shutdown):
+    a pool worker must not train on for hours as an orphan. Its run stays resumable from the last checkpoint."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
+    import threading
+
     import torch
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="exit-with-parent").start()
 
 
 class LocalExecutor(Executor):

@@ -41,7 +41,7 @@ from ..data.files import load_files
 from ..methods import Method, create_method, get_method
 from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
-from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
+from ..teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..transforms import random_shift
 from ..utils import (
     atomic_write_json,
@@ -115,7 +115,7 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg)
+    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
         load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
@@ -151,7 +151,8 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
         if w.main:
             save_checkpoint(ckpt_path, st, cfg, model, method, opt, sched, aug_gen, teacher_sha, rngs)
 
-    main_teacher = teacher if w.main else None  # only rank 0 evaluates
+    # only rank 0 evaluates; a CachedTeacher has no outputs for the validation and test inputs
+    main_teacher = teacher if w.main and not isinstance(teacher, CachedTeacher) else None
     test_teacher_logits = predict_logits(teacher, splits.test.x, cfg.eval_batch_size) \
         if main_teacher is not None else None
     teacher_val = evaluate(teacher, splits.val.x, splits.val.y, batch_size=cfg.eval_batch_size) \
@@ -249,9 +250,11 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
 
 def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
                    ) -> tuple[nn.Module, str, dict[str, Any]]:
-    """The student, its model name (registry name or import path) and constructor arguments."""
+    """The student, its model name (registry name or import path) and constructor arguments (of a module
+    passed in: its ``init_args`` attribute, when it has one, so that ``load_model`` can rebuild it)."""
     if student is not None:
-        model, name, args = student, f"{type(student).__module__}:{type(student).__qualname__}", {}
+        args = dict(getattr(student, "init_args", None) or {})
+        model, name = student, f"{type(student).__module__}:{type(student).__qualname__}"
     else:
         args = dict(cfg.model.args)
         args.setdefault("num_classes", n_cls)
@@ -273,6 +276,9 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         return None, []
     if given is not None:
         teacher = as_teacher(given, combine=cfg.distill.combine)
+        if isinstance(teacher, CachedTeacher) and cfg.data.augment_shift:
+            raise ValueError("a CachedTeacher holds outputs for the unshifted training inputs, but data.augment_shift "
+                             f"is {cfg.data.augment_shift}: set it to 0 or pass the live teacher")
         teacher.num_classes = getattr(teacher, "num_classes", None) or n_cls
         return teacher, [state_sha256(teacher)]
     if not cfg.distill.teachers:
@@ -289,9 +295,14 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
 
 
 @torch.no_grad()
-def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig) -> None:
+def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int) -> None:
     """One forward of student and teacher on two training inputs (eval mode: no dropout, no RNG, no
     batch-norm update), so a model that cannot take this dataset's inputs fails before anything is written."""
+    if isinstance(teacher, CachedTeacher):  # looked up by index: it answers for the training split's rows only
+        if len(teacher) != n_train:
+            raise ValueError(f"the CachedTeacher holds {len(teacher)} rows but the training split has {n_train} "
+                             "examples: cache the outputs on this training split")
+        teacher = None
     for who, m in (("student", model), ("teacher", teacher)):
         if m is None:
             continue
@@ -319,7 +330,8 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
     if teacher is not None:
         d = cfg.distill
         serving = teacher.serving(cls.teacher_output)
-        if d.cache and cfg.data.augment_shift == 0 and not getattr(serving, "is_store", False):
+        already = getattr(serving, "is_store", False) or isinstance(serving, CachedTeacher)
+        if d.cache and cfg.data.augment_shift == 0 and not already:
             path = out / "teacher_cache.safetensors"
             if w.main:
                 serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size)
@@ -396,7 +408,7 @@ def _final_metrics(cfg: TrainConfig, st: State, selected: nn.Module, splits: Spl
         else None,
         "test": evaluate(selected, splits.test.x, splits.test.y, test_teacher_logits, cfg.eval_batch_size),
     }
-    if teacher is not None:
+    if teacher is not None and not isinstance(teacher, CachedTeacher):
         final["teacher_test"] = evaluate(teacher, splits.test.x, splits.test.y, batch_size=cfg.eval_batch_size)
     return final
 

@@ -42,6 +42,7 @@ from .hinton_mnist_setup import (
     FRACTIONS,
     PAPER,
     STAGES,
+    STUDENT_ALTERNATIVES,
     T_LIST,
     TEACHER_ALTERNATIVES,
     WIDTHS,
@@ -55,10 +56,12 @@ from .hinton_mnist_setup import (
     test_errors,
     train_seconds,
     val_errors,
+    with_recipe,
 )
 from .runner import cached_eval, finished_record
 
-__all__ = ["run", "STAGES", "PAPER", "T_LIST", "WIDTHS", "FRACTIONS", "TEACHER_ALTERNATIVES", "Settings",
+__all__ = ["run", "STAGES", "PAPER", "T_LIST", "WIDTHS", "FRACTIONS", "TEACHER_ALTERNATIVES",
+           "STUDENT_ALTERNATIVES", "Settings",
            "settings_for", "best_bias_shift", "apply_bias_shift", "t_label", "summary_keys"]
 
 # --------------------------------------------------------------------------- stages
@@ -102,12 +105,22 @@ def baseline_cfg(c: Ctx, seed: int) -> dict[str, Any]:
 
 
 def distilled_cfg(c: Ctx, seed: int) -> dict[str, Any]:
-    return c.student_cfg("distilled", "distilled", seed, distil=True)
+    return with_recipe(c.student_cfg("distilled", "distilled", seed, distil=True), c.s.student_recipe)
+
+
+def recipe_cfg(c: Ctx, recipe: str) -> dict[str, Any]:
+    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe (the chosen one is stage 3's run)."""
+    if recipe == c.s.student_recipe:
+        return distilled_cfg(c, 0)
+    return with_recipe(c.student_cfg("student_recipes", recipe, 0, distil=True), recipe)
 
 
 def logits_cfg(c: Ctx, seed: int) -> dict[str, Any]:
-    # w_soft = 1/N: the gradient of ½‖z − v‖² (centred) is N times the T → ∞ limit of the T²-scaled soft term
-    return c.student_cfg("logit_matching", "logits", seed, distil=True, kind="logits", w_soft=0.1)
+    # w_soft = 1/N: the gradient of ½‖z − v‖² (centred) is N times the T → ∞ limit of the T²-scaled soft term;
+    # the optimiser and epochs of stage 3's recipe (its temperature does not enter logit matching)
+    cfg = with_recipe(c.student_cfg("logit_matching", "logits", seed, distil=True, kind="logits", w_soft=0.1),
+                      c.s.student_recipe)
+    return {**cfg, "distill": {**cfg["distill"], "temperature": c.s.temperature}}
 
 
 def stage_baseline(c: Ctx) -> StageResult:
@@ -116,6 +129,20 @@ def stage_baseline(c: Ctx) -> StageResult:
 
 def stage_distilled(c: Ctx) -> StageResult:
     r = _headline(c, "distilled_errors", distilled_cfg)
+    r.details["recipe"] = c.s.student_recipe
+    if not c.s.quick:  # the recipe comparison on the seed-0 validation split
+        recipes = {}
+        for name in STUDENT_ALTERNATIVES:
+            try:
+                recipes[name] = c.run(recipe_cfg(c, name))
+            except MissingRun:
+                continue
+        r.records += [v for k, v in recipes.items() if k != c.s.student_recipe]
+        r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
+                                    "epochs": len(v["epochs"]), "selected_epoch": v["final"]["selected_epoch"],
+                                    "optim": v["config"]["optim"], "temperature": v["config"]["distill"]["temperature"],
+                                    "val_curve": [e["val"]["errors"] for e in v["epochs"]],
+                                    "wall_time_s": v.get("wall_time_s")} for k, v in recipes.items()}
     r.details["agreement"] = [x["final"]["test"].get("agreement") for x in r.records]
     # mean change of validation errors over the last 5 epochs (negative: still improving)
     late = [x["epochs"][-1]["val"]["errors"] - x["epochs"][-6]["val"]["errors"] for x in r.records
@@ -129,7 +156,8 @@ def stage_logit_matching(c: Ctx) -> StageResult:
 
 
 def sweep_cfg(c: Ctx, width: int, t: float, seed: int = 0) -> dict[str, Any]:
-    if width == 800 and t == c.s.temperature and c.s.sweep_epochs == c.s.student_epochs:
+    if width == 800 and t == c.s.temperature and c.s.sweep_epochs == c.s.student_epochs \
+            and c.s.student_recipe == "base":
         return distilled_cfg(c, seed)  # the same run as stage 3's: shared, not retrained
     return c.student_cfg("temperature", f"w{width}_T{t_label(t)}", seed, width=width, epochs=c.s.sweep_epochs,
                          distil=True, temperature=t)
@@ -333,6 +361,8 @@ def stage_jobs(c: Ctx, stage: str) -> list[Job]:
     elif stage in ("baseline", "distilled", "logit_matching"):
         fn = {"baseline": baseline_cfg, "distilled": distilled_cfg, "logit_matching": logits_cfg}[stage]
         cfgs = [fn(c, k) for k in seeds]
+        if stage == "distilled" and not c.s.quick:
+            cfgs += [recipe_cfg(c, name) for name in STUDENT_ALTERNATIVES]
     elif stage == "temperature":
         cfgs = [sweep_cfg(c, w, t, k) for w in WIDTHS for t in T_LIST for k in seeds]
     elif stage == "jitter":

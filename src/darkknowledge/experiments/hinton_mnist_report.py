@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from ..report import fmt, markdown_table
-from .hinton_mnist_setup import FRACTIONS, PAPER, STAGES, T_LIST, WIDTHS, Ctx, Settings, t_label
+from .hinton_mnist_setup import (
+    FRACTIONS,
+    PAPER,
+    STAGES,
+    STUDENT_ALTERNATIVES,
+    T_LIST,
+    WIDTHS,
+    Ctx,
+    Settings,
+    t_label,
+)
 
 __all__ = ["build_report", "write_figures"]
 
@@ -129,9 +139,10 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
         "runs of one thread each, two of them in parallel processes, so the wall clock was shorter).\n")
     add("**Protocol.** MNIST 60,000 training images split into 55,000 for training (the transfer set) and a "
         f"{s.val_size:,}-image validation split (fixed seed); errors are counts on the 10,000 test images. "
-        "Everything that is *selected* — the teacher recipe, the reported epoch of every run (best validation "
-        "accuracy), the bias shifts of stages 6–7 and the best temperature of stage 5 — is chosen on the "
-        "validation split; the test set is evaluated only for reporting (and for the per-epoch curves of stage 8). "
+        "Everything that is *selected* — the teacher and distilled-student recipes, the reported epoch of every "
+        "run (best validation accuracy), the bias shifts of stages 6–7 and the best temperature of stage 5 — is "
+        "chosen on the validation split; the test set is evaluated only for reporting (and for the per-epoch "
+        "curves of stage 8). "
         "Values are mean ± sample std (n = number of seeds). Every number below comes from this run "
         "(`summary.json`, `details.json`, run records in `runs/<stage>/<run>/run.json`); the paper column quotes "
         "the paper.\n")
@@ -139,7 +150,7 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
         add(f"**Quick mode:** stages 1–7 use {s.train_fraction:.1%} of the training split and a few epochs; the "
             "numbers only check the pipeline and are not comparable with the paper.\n")
     _settings_section(add, s, details, times, len(c.seeds))
-    _headline_section(add, S, len(c.seeds))
+    _headline_section(add, S, len(c.seeds), s)
     _temperature_section(add, S, details, out)
     _transfer_sections(add, S, details, s)
     _regulariser_section(add, S, details, out)
@@ -169,10 +180,10 @@ def _settings_section(add, s: Settings, details: dict[str, Any], times: dict[str
         ["baseline", "784-800-800-10 ReLU, no dropout / weight decay / shifts",
          f"SGD lr {s.student_lr:g}, momentum 0.9, {s.student_warmup:g}-epoch warm-up, cosine, batch {s.batch_size}",
          s.student_epochs],
-        ["distilled", f"same net; transfer set = unshifted training images; T = {t_label(s.temperature)}, loss "
-         f"{s.w_soft:g}·T²·KL(p_T ‖ q_T) + {s.w_hard:g}·CE(y, q_1)", "as baseline", s.student_epochs],
+        ["distilled", f"same net; transfer set = unshifted training images; T = {t_label(_headline_t(s))}, loss "
+         f"{s.w_soft:g}·T²·KL(p_T ‖ q_T) + {s.w_hard:g}·CE(y, q_1)", _recipe_optim(s), _recipe_epochs(s)],
         ["logit matching", "same net; 0.1·½‖z − z̄ − (v − v̄)‖² (centred logits; the T → ∞ limit of the "
-         f"T²-scaled soft term) + {s.w_hard:g}·CE(y, q_1)", "as baseline", s.student_epochs],
+         f"T²-scaled soft term) + {s.w_hard:g}·CE(y, q_1)", _recipe_optim(s), _recipe_epochs(s)],
         ["temperature sweep", f"widths {', '.join(map(str, WIDTHS))}; T ∈ {{{', '.join(map(t_label, T_LIST))}}}; "
          f"loss as distilled; {n_seeds} seed(s) per cell", "as baseline", s.sweep_epochs],
         ["omitted 3 / only 7 & 8", f"800-800 student distilled at T = {t_label(s.temperature)} on the restricted "
@@ -202,6 +213,51 @@ def _settings_section(add, s: Settings, details: dict[str, Any], times: dict[str
              f"**Validation prefers `{best}`** ({recipes[best]['val_errors']} vs {recipes['chosen']['val_errors']} "
              "errors); the suite still uses the chosen recipe — rerun with it to follow validation.") + " "
             + _curve_text(recipes["chosen"]["val_curve"]) + "\n")
+    _student_recipes(add, s, details)
+
+
+def _headline_t(s: Settings) -> float:
+    return STUDENT_ALTERNATIVES[s.student_recipe].get("distill", {}).get("temperature", s.temperature)
+
+
+def _recipe_optim(s: Settings) -> str:
+    o = STUDENT_ALTERNATIVES[s.student_recipe].get("optim", {})
+    if not o:
+        return "as baseline"
+    text = _optim_text({"name": "sgd", "lr": s.student_lr, "momentum": 0.9, "warmup_epochs": s.student_warmup, **o})
+    return text + (f", gradient norm clipped at {o['grad_clip']:g}" if o.get("grad_clip") else "") + \
+        f", batch {s.batch_size} (recipe `{s.student_recipe}`)"
+
+
+def _recipe_epochs(s: Settings) -> int:
+    return int(STUDENT_ALTERNATIVES[s.student_recipe].get("epochs", s.student_epochs))
+
+
+def _overrides_text(alt: dict[str, Any]) -> str:
+    """``{"optim": {"lr": 0.1}, "epochs": 100}`` → ``"optim.lr=0.1, epochs=100"``."""
+    parts = [f"{a}.{b}={c:g}" if isinstance(c, float) else f"{a}.{b}={c}"
+             for a, d in alt.items() if isinstance(d, dict) for b, c in d.items()]
+    return ", ".join(parts + [f"{a}={d}" for a, d in alt.items() if not isinstance(d, dict)]) or "–"
+
+
+def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
+    """The distilled-student recipes of the seed-0 comparison, and which one validation prefers."""
+    recipes = details.get("distilled", {}).get("recipes")
+    if not recipes:
+        return
+    add("**Distilled-student recipe, chosen on validation** (seed 0, the seed-0 teacher; test errors for reference "
+        "only). Every recipe is the shared student recipe above with the overrides shown:\n")
+    rows = [[f"`{k}`" + (" (used for stages 3–4, every seed)" if k == s.student_recipe else ""),
+             _overrides_text(STUDENT_ALTERNATIVES[k]),
+             t_label(v["temperature"]), v["epochs"], v["val_errors"], min(v["val_curve"]), v["selected_epoch"],
+             v["test_errors"], mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
+    add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (selected epoch, of 5,000)",
+                        "min val errors over epochs", "selected epoch", "test errors", "training time"], rows) + "\n")
+    best = min(recipes, key=lambda k: (recipes[k]["val_errors"], recipes[k]["epochs"]))
+    add(("The recipe used has the fewest validation errors (ties: the shorter schedule)." if best == s.student_recipe
+         else f"**Validation prefers `{best}`** ({recipes[best]['val_errors']} vs "
+              f"{recipes[s.student_recipe]['val_errors']} errors); stages 3–4 still use `{s.student_recipe}`.")
+        + "\n")
 
 
 def _curve_text(curve: list[int]) -> str:
@@ -219,7 +275,7 @@ def _curve_text(curve: list[int]) -> str:
                "longer cosine schedule mainly buys more time at a high learning rate."))
 
 
-def _headline_section(add, S, n_seeds: int) -> None:  # noqa: N803
+def _headline_section(add, S, n_seeds: int, s: Settings) -> None:  # noqa: N803
     def row(label: str, key: str, digits: int = 1, pdigits: int = 0) -> list[str]:
         return [label, num(PAPER.get(key), pdigits), fmt(S(key), digits)]
 
@@ -227,7 +283,7 @@ def _headline_section(add, S, n_seeds: int) -> None:  # noqa: N803
     add(markdown_table(["metric", "paper", "ours (mean ± std (n))"], [
         row("1. teacher test errors (1200-1200, dropout, shifts)", "teacher_errors"),
         row("2. baseline test errors (800-800, labels)", "baseline_errors"),
-        row("3. distilled test errors (800-800, T = 20)", "distilled_errors"),
+        row(f"3. distilled test errors (800-800, T = {t_label(_headline_t(s))}; paper: T = 20)", "distilled_errors"),
         row("3. gap closed (baseline − distilled)/(baseline − teacher)", "gap_closed", 3, 3),
         row("4. logit matching test errors (800-800)", "logit_matching_errors"),
     ]) + "\n")
@@ -244,7 +300,7 @@ def _headline_section(add, S, n_seeds: int) -> None:  # noqa: N803
     lm = S("logit_matching_errors")
     if lm and d:
         add(f"Logit matching (Caruana et al.; the paper reports no MNIST number for it) gives {lm['mean']:.1f} test "
-            f"errors vs {d['mean']:.1f} for T = 20 distillation.\n")
+            f"errors vs {d['mean']:.1f} for T = {t_label(_headline_t(s))} distillation.\n")
 
 
 def _temperature_section(add, S, details: dict[str, Any], out: Path) -> None:  # noqa: N803

@@ -64,7 +64,12 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     spec = read_model_meta(path)["darkknowledge_model"]
-    model = create_model(spec["name"], **spec["args"])
+    try:
+        model = create_model(spec["name"], **spec["args"])
+    except ValueError as e:  # e.g. a module passed to train(student=...) without ``init_args``
+        hint = ("; a module given as train(student=...) is saved with its `init_args` attribute — set it to the "
+                "constructor's keyword arguments") if ":" in spec["name"] else ""
+        raise ModelFileError(f"{path}: cannot rebuild the model: {e}{hint}") from None
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError) as e:
