@@ -165,8 +165,10 @@ def test_student_recipes_override_the_shared_recipe_and_the_report_follows_valid
                 "optim": {}, "val_curve": [90, val], "wall_time_s": 60.0}
 
     details = {"distilled": {"recipes": {"base": rec(60, 20.0), "T4": rec(50, 4.0)}}}
+    details["distilled"]["recipes"]["T4_100ep"] = {**rec(40, 4.0), "epochs": 100, "val_curve": list(range(140, 40, -1))}
     for used, says in (("base", "Validation prefers `T4`"), ("T4", "fewest validation errors")):
         lines: list[str] = []
         _student_recipes(lines.append, dataclasses.replace(settings_for(False), student_recipe=used), details)
         text = "\n".join(lines)
         assert says in text and "distill.temperature=4" in text and set(STUDENT_ALTERNATIVES) >= {"base", "T4"}
+        assert "Longer schedule (`T4_100ep`, 100 epochs" in text and "41 at the end" in text

@@ -104,22 +104,45 @@ def baseline_cfg(c: Ctx, seed: int) -> dict[str, Any]:
     return c.student_cfg("baseline", "baseline", seed)
 
 
-def distilled_cfg(c: Ctx, seed: int) -> dict[str, Any]:
-    return with_recipe(c.student_cfg("distilled", "distilled", seed, distil=True), c.s.student_recipe)
+def _named(name: str, recipe: str) -> str:
+    """Runs of a recipe other than "base" live in folders of their own (``distilled_T4_seed0``)."""
+    return name if recipe == "base" else f"{name}_{recipe}"
+
+
+def distilled_cfg(c: Ctx, seed: int, recipe: str | None = None) -> dict[str, Any]:
+    recipe = recipe or c.s.student_recipe
+    return with_recipe(c.student_cfg("distilled", _named("distilled", recipe), seed, distil=True), recipe)
 
 
 def recipe_cfg(c: Ctx, recipe: str) -> dict[str, Any]:
-    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe (the chosen one is stage 3's run)."""
-    if recipe == c.s.student_recipe:
-        return distilled_cfg(c, 0)
+    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe: stage 3's run for the chosen one
+    and for "base" (``runs/distilled/``), the others in ``runs/student_recipes/``."""
+    if recipe in (c.s.student_recipe, "base"):
+        return distilled_cfg(c, 0, recipe)
     return with_recipe(c.student_cfg("student_recipes", recipe, 0, distil=True), recipe)
+
+
+#: the teacher recipe whose seed-0 teacher also teaches a stage-3 student (what a longer-trained teacher gives)
+LONGER_TEACHER = "adam_300ep"
+
+
+def longer_teacher_student_cfg(c: Ctx) -> dict[str, Any]:
+    return with_recipe(c.student_cfg("distilled", _named(f"distilled_from_{LONGER_TEACHER}", c.s.student_recipe), 0,
+                                     distil=True, teacher_recipe=LONGER_TEACHER), c.s.student_recipe)
+
+
+def _longer_teacher(c: Ctx) -> dict[str, Any] | None:
+    """The finished record of the seed-0 :data:`LONGER_TEACHER` run (trained by stage 1), or None."""
+    return None if c.s.quick else finished_record(c.teacher_cfg(0, LONGER_TEACHER))
 
 
 def logits_cfg(c: Ctx, seed: int) -> dict[str, Any]:
     # w_soft = 1/N: the gradient of ½‖z − v‖² (centred) is N times the T → ∞ limit of the T²-scaled soft term;
     # the optimiser and epochs of stage 3's recipe (its temperature does not enter logit matching)
-    cfg = with_recipe(c.student_cfg("logit_matching", "logits", seed, distil=True, kind="logits", w_soft=0.1),
-                      c.s.student_recipe)
+    alt = STUDENT_ALTERNATIVES[c.s.student_recipe]
+    recipe = "base" if set(alt) <= {"distill"} else c.s.student_recipe
+    cfg = with_recipe(c.student_cfg("logit_matching", _named("logits", recipe), seed, distil=True, kind="logits",
+                                    w_soft=0.1), recipe)
     return {**cfg, "distill": {**cfg["distill"], "temperature": c.s.temperature}}
 
 
@@ -138,6 +161,17 @@ def stage_distilled(c: Ctx) -> StageResult:
             except MissingRun:
                 continue
         r.records += [v for k, v in recipes.items() if k != c.s.student_recipe]
+        t_rec = _longer_teacher(c)
+        if t_rec is not None:  # the chosen recipe's seed-0 student of the longer-trained teacher
+            try:
+                x = c.run(longer_teacher_student_cfg(c))
+            except MissingRun:
+                x = None
+            if x is not None:
+                r.records.append(x)
+                r.details["longer_teacher"] = {"recipe": LONGER_TEACHER, "teacher_val_errors": val_errors(t_rec),
+                                               "teacher_test_errors": test_errors(t_rec),
+                                               "student_val_errors": val_errors(x), "student_test_errors": test_errors(x)}
         r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
                                     "epochs": len(v["epochs"]), "selected_epoch": v["final"]["selected_epoch"],
                                     "optim": v["config"]["optim"], "temperature": v["config"]["distill"]["temperature"],
@@ -363,6 +397,7 @@ def stage_jobs(c: Ctx, stage: str) -> list[Job]:
         cfgs = [fn(c, k) for k in seeds]
         if stage == "distilled" and not c.s.quick:
             cfgs += [recipe_cfg(c, name) for name in STUDENT_ALTERNATIVES]
+            cfgs += [longer_teacher_student_cfg(c)] if _longer_teacher(c) is not None else []
     elif stage == "temperature":
         cfgs = [sweep_cfg(c, w, t, k) for w in WIDTHS for t in T_LIST for k in seeds]
     elif stage == "jitter":
