@@ -79,7 +79,7 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     assert json.loads((out / "summary.json").read_text()).keys() == summary.keys()
     report = (out / "report.md").read_text()
     for title in ("Stages 1–4", "Stage 5", "Stage 6", "Stage 7", "Stage 8", "Wall time per stage",
-                  "tuned on test, as the paper did"):
+                  "tuned on test, as the paper did", "Where the student departs from its teacher"):
         assert title in report, title
     # each headline row carries the paper's number beside ours, both as written by the formatter
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.splitlines() if " | " in line}
@@ -98,6 +98,12 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     assert summary["omit3_errors_on3_after"]["mean"] == int(wrong[splits.test.y == 3].sum())
     assert summary["omit3_errors_before"]["mean"] == int((logits.argmax(1) != splits.test.y).sum())
     assert (out / "runs" / "baseline" / "baseline_seed0" / "run.json").exists()
+    # the shifted-image diagnostic evaluates the same weights the run records scored
+    sk = json.loads((out / "details.json").read_text())["distilled"]["shift_knowledge"][0]
+    assert sk["distilled"]["test"]["errors"] == summary["distilled_errors"]["values"][0]
+    assert sk["baseline"]["test"]["errors"] == summary["baseline_errors"]["values"][0]
+    assert sk["teacher"]["test"]["disagree_teacher"] == 0 and sk["teacher"]["test"]["errors"] == \
+        summary["teacher_errors"]["values"][0]
 
     # a rerun reuses every finished run: fast, same numbers
     t0 = time.perf_counter()
@@ -142,7 +148,9 @@ def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     assert run(out=out, data_dir=shared_data, quick=True, progress=False) == summary
     assert (out / "runs" / "omit3" / "omit3_seed0" / "best.safetensors").exists()
     assert (out / "runs" / "teacher" / "teacher_seed0" / "best.safetensors").exists()
-    assert not (out / "runs" / "baseline" / "baseline_seed0" / "best.safetensors").exists()  # not needed: not rebuilt
+    # the baseline's weights are needed again (stage 3's shifted-image diagnostic); logit matching's are not
+    assert (out / "runs" / "baseline" / "baseline_seed0" / "best.safetensors").exists()
+    assert not (out / "runs" / "logit_matching" / "logits_seed0" / "best.safetensors").exists()
 
 
 def test_student_recipes_override_the_shared_recipe_and_the_report_follows_validation():

@@ -23,6 +23,7 @@ written by :mod:`.hinton_mnist_report`.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from ..engine.jobs import Job, run_jobs
 from ..metrics import apply_bias_shift, best_bias_shift, predict_logits
 from ..models import load_model
 from ..report import provenance, write_report, write_summary
+from ..transforms import random_shift
 from ..utils import atomic_write_json
 from . import register_experiment
 from .hinton_mnist_setup import (
@@ -153,6 +155,10 @@ def stage_baseline(c: Ctx) -> StageResult:
 def stage_distilled(c: Ctx) -> StageResult:
     r = _headline(c, "distilled_errors", distilled_cfg)
     r.details["recipe"] = c.s.student_recipe
+    try:
+        r.details["shift_knowledge"] = [shift_knowledge(c, k) for k in c.seeds]
+    except MissingRun:  # rendering without training, and a baseline run is missing
+        pass
     if not c.s.quick:  # the recipe comparison on the seed-0 validation split
         recipes = {}
         for name in STUDENT_ALTERNATIVES:
@@ -183,6 +189,41 @@ def stage_distilled(c: Ctx) -> StageResult:
             if len(x["epochs"]) > 5]
     r.details["late_val_improvement"] = sum(late) / len(late) if late else None
     return r
+
+
+def _shift_eval(paths: dict[str, str], data_dir: str | None, val_size: int) -> dict[str, Any]:
+    """Errors of each model and its disagreements with the teacher on the transfer set (the 55,000 unshifted
+    training images), on the same images shifted by up to ±2 px (one fixed random shift each, as the teacher
+    saw them in training) and on the test set."""
+    splits = load_dataset("mnist", data_dir, val_size, 0)
+    sets = {"transfer": (splits.train.x, splits.train.y),
+            "transfer_shifted": (random_shift(splits.train.x, 2, torch.Generator().manual_seed(1234)), splits.train.y),
+            "test": (splits.test.x, splits.test.y)}
+    preds = {m: {k: predict_logits(load_model(p).eval(), x).argmax(1) for k, (x, _) in sets.items()}
+             for m, p in paths.items()}
+    return {m: {k: {"errors": int((preds[m][k] != y).sum()), "disagree_teacher": int((preds[m][k] !=
+                                                                                     preds["teacher"][k]).sum())}
+                for k, (_, y) in sets.items()} for m in paths}
+
+
+def shift_knowledge(c: Ctx, seed: int) -> dict[str, Any]:
+    """:func:`_shift_eval` of the seed's teacher, baseline and stage-3 student (cached beside the student, tied
+    to the teacher's and baseline's records too): how much of what the teacher learnt from shifted images the
+    soft targets of unshifted ones carry over (Hinton et al. 2015 §3: "including the knowledge about how to
+    generalize that is learned from translated training data")."""
+    cfgs = {"teacher": c.teacher_cfg(seed), "baseline": baseline_cfg(c, seed), "distilled": distilled_cfg(c, seed)}
+    for cfg in cfgs.values():  # their records (a missing one is trained when training is allowed)
+        c.run(cfg)
+    tie = hashlib.sha256(b"".join((Path(cfgs[m]["out_dir"]) / "run.json").read_bytes()
+                                  for m in ("teacher", "baseline"))).hexdigest()[:16]
+
+    def compute() -> dict[str, Any]:
+        for cfg in cfgs.values():
+            c.run(cfg, need_weights=True)
+        return _shift_eval({m: str(Path(cfg["out_dir"]) / "best.safetensors") for m, cfg in cfgs.items()},
+                           c.data_dir, c.s.val_size)
+
+    return cached_eval(cfgs["distilled"]["out_dir"], f"shift_knowledge_{tie}", compute)
 
 
 def stage_logit_matching(c: Ctx) -> StageResult:
