@@ -1,6 +1,6 @@
 """``darkknowledge reproduce hinton-mnist``: Hinton, Vinyals & Dean (2015) §3 and §6 on MNIST.
 
-Eight stages, each a thin set of configs over :func:`~darkknowledge.experiments.runner.run_cached`, so
+Nine stages, each a thin set of configs over :func:`~darkknowledge.experiments.runner.run_cached`, so
 every run caches its checkpoint and record under ``<out>/runs/<stage>/<name>_seed<k>/`` and a rerun
 (or a killed run) picks up where it stopped. Every stage runs each seed; a student of seed ``k``
 distils from the teacher of seed ``k``.
@@ -8,14 +8,18 @@ distils from the teacher of seed ``k``.
 1. ``teacher``        784-1200-1200-10, dropout, max-norm, ±2 px shifts          [teacher_errors]
                       (+ the alternative recipes' seed-0 runs, compared on validation)
 2. ``baseline``       784-800-800-10 from labels, no regularisation              [baseline_errors]
-3. ``distilled``      the same net distilled at T = 20 (+ a small hard term)    [distilled_errors, gap_closed]
+3. ``distilled``      the same net distilled (+ a small hard term), with the    [distilled_errors, gap_closed]
+                      student recipe chosen on validation (``STUDENT_ALTERNATIVES``, seed 0), the seed-0
+                      student of a longer-trained teacher, and where the student departs from its teacher
+                      (errors on the transfer set, the same images shifted, the test set)
 4. ``logit_matching`` centred logit regression (the T → ∞ limit)                [logit_matching_errors]
 5. ``temperature``    widths 800, 300, 30 × T ∈ {1, …, 20}                       [sweep_<w>_T<T>_errors, best_T_<w>]
 6. ``omit3``          no 3s in the transfer set; class-3 bias shift              [omit3_*]
 7. ``only78``         only 7s and 8s in the transfer set; 7/8 bias shift         [only78_*]
 8. ``regulariser``    1 %, 3 %, 10 % of the data, hard labels vs soft targets    [reg<p>pct_*]
+9. ``jitter``         (beyond the paper) the transfer set shifted by ±2 px       [*_jitter_errors]
 
-Model selection (epochs, bias shifts, the best temperature, the teacher recipe) uses the validation
+Model selection (epochs, bias shifts, the best temperature, the teacher and student recipes) uses the validation
 split carved from the 60k training images; the test set is only evaluated for reporting. Rates and
 accuracies in the summary are percentages; errors are counts on the 10,000 test images. The report is
 written by :mod:`.hinton_mnist_report`.
