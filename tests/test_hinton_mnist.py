@@ -180,3 +180,47 @@ def test_student_recipes_override_the_shared_recipe_and_the_report_follows_valid
         text = "\n".join(lines)
         assert says in text and "distill.temperature=4" in text and set(STUDENT_ALTERNATIVES) >= {"base", "T4"}
         assert "Longer schedule (`T4_100ep`, 100 epochs" in text and "41 at the end" in text
+
+
+def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_students(tmp_path):
+    import dataclasses
+
+    from darkknowledge.config import validate
+    from darkknowledge.experiments.hinton_mnist import distilled_jitter_cfg, other_teacher_student_cfg, recipe_cfg
+    from darkknowledge.experiments.hinton_mnist_report import _settings_section
+    from darkknowledge.experiments.hinton_mnist_setup import TEACHER_ALTERNATIVES, Ctx, settings_for
+
+    s = settings_for(False)
+    c = Ctx(out=tmp_path, data_dir=None, s=s, seeds=[0, 1, 2], progress=False, planning=True)
+    t1 = c.teacher_cfg(1)
+    assert s.teacher_recipe == "adam_300ep" and t1["epochs"] == TEACHER_ALTERNATIVES["adam_300ep"]["epochs"] == 300
+    assert t1["out_dir"].endswith("teacher_recipes/adam_300ep_seed1") and t1["optim"] == c.teacher_cfg(1, "base")["optim"]
+    assert c.teacher_cfg(1, "base")["epochs"] == s.teacher_epochs == 200
+    validate(t1)
+    # a student of seed k distils from that teacher, and its folder says so; labels-only students keep their names
+    st = c.student_cfg("distilled", "distilled", 1, distil=True)
+    assert st["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
+    assert st["out_dir"].endswith("distilled/distilled_from_adam_300ep_seed1")
+    assert c.student_cfg("baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
+    # the runs pinned to the 200-epoch teachers: the student-recipe comparison, stage 9, the "other teacher" student
+    base0 = c.teacher_cfg(0, "base")["out_dir"] + "/best.safetensors"
+    for cfg in (recipe_cfg(c, "T4_adam"), recipe_cfg(c, "T4"), other_teacher_student_cfg(c)):
+        assert cfg["distill"]["teachers"] == [base0] and "_from_" not in cfg["out_dir"], cfg["out_dir"]
+    assert distilled_jitter_cfg(c, 2)["distill"]["teachers"] == [c.teacher_cfg(2, "base")["out_dir"] + "/best.safetensors"]
+    # quick mode keeps the one base teacher everywhere
+    q = Ctx(out=tmp_path, data_dir=None, s=settings_for(True), seeds=[0], progress=False, planning=True)
+    assert q.teacher_cfg(0)["out_dir"].endswith("teacher/teacher_seed0")
+    assert "_from_" not in q.student_cfg("distilled", "distilled", 0, distil=True)["out_dir"]
+
+    # the report's teacher table marks the recipe used, and says so when validation prefers another
+    def rec(val: int, epochs: int) -> dict:
+        return {"val_errors": val, "test_errors": 2 * val, "epochs": epochs, "optim": {"name": "adam", "lr": 1e-3},
+                "max_norm": 15.0, "val_curve": [90] * (epochs - 1) + [val], "wall_time_s": 60.0}
+
+    for used, says in (("adam_300ep", "The recipe used has the fewest validation errors"),
+                       ("base", "Validation prefers `adam_300ep`** (34 vs 41 errors); the suite still uses `base`")):
+        lines: list[str] = []
+        details = {"teacher": {"recipes": {"base": rec(41, 200), "adam_300ep": rec(34, 300)}}}
+        _settings_section(lines.append, dataclasses.replace(s, teacher_recipe=used), details, {}, 3)
+        text = "\n".join(lines)
+        assert says in text and f"`{used}` (used for every seed)" in text, text

@@ -6,12 +6,12 @@ every run caches its checkpoint and record under ``<out>/runs/<stage>/<name>_see
 distils from the teacher of seed ``k``.
 
 1. ``teacher``        784-1200-1200-10, dropout, max-norm, ±2 px shifts          [teacher_errors]
-                      (+ the alternative recipes' seed-0 runs, compared on validation)
+                      (the recipe chosen on validation among the seed-0 runs of "base" and ``TEACHER_ALTERNATIVES``)
 2. ``baseline``       784-800-800-10 from labels, no regularisation              [baseline_errors]
 3. ``distilled``      the same net distilled (+ a small hard term), with the    [distilled_errors, gap_closed]
                       student recipe chosen on validation (``STUDENT_ALTERNATIVES``, seed 0), the seed-0
-                      student of a longer-trained teacher, and where the student departs from its teacher
-                      (errors on the transfer set, the same images shifted, the test set)
+                      student of the other teacher recipe (what the teacher is worth), and where the student
+                      departs from its teacher (errors on the transfer set, the same images shifted, the test set)
 4. ``logit_matching`` centred logit regression (the T → ∞ limit)                [logit_matching_errors]
 5. ``temperature``    widths 800, 300, 30 × T ∈ {1, …, 20}                       [sweep_<w>_T<T>_errors, best_T_<w>]
 6. ``omit3``          no 3s in the transfer set; class-3 bias shift              [omit3_*]
@@ -83,13 +83,13 @@ def stage_teacher(c: Ctx) -> StageResult:
     r.details["selected_epochs"] = [x["final"]["selected_epoch"] for x in recs]
     r.details["val_errors"] = [val_errors(x) for x in recs]
     if not c.s.quick:  # the recipe comparison on the seed-0 validation split
-        recipes = {"chosen": recs[0]}
-        for name in TEACHER_ALTERNATIVES:
+        recipes = {}
+        for name in ("base", *TEACHER_ALTERNATIVES):
             try:
-                recipes[name] = c.run(c.teacher_cfg(0, name))
+                recipes[name] = recs[0] if name == c.s.teacher_recipe else c.run(c.teacher_cfg(0, name))
             except MissingRun:
                 continue
-        r.records += [v for k, v in recipes.items() if k != "chosen"]
+        r.records += [v for k, v in recipes.items() if k != c.s.teacher_recipe]
         r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
                                     "epochs": len(v["epochs"]), "optim": v["config"]["optim"],
                                     "max_norm": v["config"]["model"]["args"].get("max_norm"),
@@ -115,31 +115,35 @@ def _named(name: str, recipe: str) -> str:
     return name if recipe == "base" else f"{name}_{recipe}"
 
 
-def distilled_cfg(c: Ctx, seed: int, recipe: str | None = None) -> dict[str, Any]:
+def distilled_cfg(c: Ctx, seed: int, recipe: str | None = None, teacher_recipe: str | None = None) -> dict[str, Any]:
     recipe = recipe or c.s.student_recipe
-    return with_recipe(c.student_cfg("distilled", _named("distilled", recipe), seed, distil=True), recipe)
+    return with_recipe(c.student_cfg("distilled", _named("distilled", recipe), seed, distil=True,
+                                     teacher_recipe=teacher_recipe), recipe)
 
 
 def recipe_cfg(c: Ctx, recipe: str) -> dict[str, Any]:
-    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe: stage 3's run for the chosen one
-    and for "base" (``runs/distilled/``), the others in ``runs/student_recipes/``."""
+    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe, taught by the seed-0 teacher of
+    ``Settings.recipe_teacher``: in ``runs/distilled/`` for the chosen recipe and for "base", the others in
+    ``runs/student_recipes/``."""
+    tr = c.s.recipe_teacher
     if recipe in (c.s.student_recipe, "base"):
-        return distilled_cfg(c, 0, recipe)
-    return with_recipe(c.student_cfg("student_recipes", recipe, 0, distil=True), recipe)
+        return distilled_cfg(c, 0, recipe, tr)
+    return with_recipe(c.student_cfg("student_recipes", recipe, 0, distil=True, teacher_recipe=tr), recipe)
 
 
-#: the teacher recipe whose seed-0 teacher also teaches a stage-3 student (what a longer-trained teacher gives)
-LONGER_TEACHER = "adam_300ep"
+def other_teacher(c: Ctx) -> str:
+    """The teacher recipe whose seed-0 teacher also teaches a stage-3 student beside the suite's (what the
+    teacher is worth to the student): "base" (200 epochs) when the suite's is another, else ``adam_300ep``."""
+    return "adam_300ep" if c.s.teacher_recipe == "base" else "base"
 
 
-def longer_teacher_student_cfg(c: Ctx) -> dict[str, Any]:
-    return with_recipe(c.student_cfg("distilled", _named(f"distilled_from_{LONGER_TEACHER}", c.s.student_recipe), 0,
-                                     distil=True, teacher_recipe=LONGER_TEACHER), c.s.student_recipe)
+def other_teacher_student_cfg(c: Ctx) -> dict[str, Any]:
+    return distilled_cfg(c, 0, teacher_recipe=other_teacher(c))
 
 
-def _longer_teacher(c: Ctx) -> dict[str, Any] | None:
-    """The finished record of the seed-0 :data:`LONGER_TEACHER` run (trained by stage 1), or None."""
-    return None if c.s.quick else finished_record(c.teacher_cfg(0, LONGER_TEACHER))
+def _other_teacher(c: Ctx) -> dict[str, Any] | None:
+    """The finished record of the seed-0 :func:`other_teacher` run (trained by stage 1), or None."""
+    return None if c.s.quick else finished_record(c.teacher_cfg(0, other_teacher(c)))
 
 
 def logits_cfg(c: Ctx, seed: int) -> dict[str, Any]:
@@ -170,26 +174,30 @@ def stage_distilled(c: Ctx) -> StageResult:
                 recipes[name] = c.run(recipe_cfg(c, name))
             except MissingRun:
                 continue
-        r.records += [v for k, v in recipes.items() if k != c.s.student_recipe]
-        t_rec = _longer_teacher(c)
-        if t_rec is not None:  # the chosen recipe's seed-0 student of the longer-trained teacher
+        r.records += [v for v in recipes.values() if v["config"]["out_dir"] not in {x["config"]["out_dir"]
+                                                                                     for x in r.records}]
+        t_rec = _other_teacher(c)
+        if t_rec is not None:  # the chosen recipe's seed-0 student of the other teacher recipe
             try:
-                x = c.run(longer_teacher_student_cfg(c))
+                x = c.run(other_teacher_student_cfg(c))
             except MissingRun:
                 x = None
             if x is not None:
-                r.records.append(x)
-                r.details["longer_teacher"] = {"recipe": LONGER_TEACHER, "teacher_val_errors": val_errors(t_rec),
+                r.records += [x] if x["config"]["out_dir"] not in {y["config"]["out_dir"] for y in r.records} else []
+                r.details["other_teacher"] = {"recipe": other_teacher(c), "teacher_val_errors": val_errors(t_rec),
                                                "teacher_test_errors": test_errors(t_rec),
                                                "student_val_errors": val_errors(x), "student_test_errors": test_errors(x)}
+                r.details["seed0_student"] = {"val_errors": val_errors(r.records[0]),
+                                              "test_errors": test_errors(r.records[0])}
         r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
                                     "epochs": len(v["epochs"]), "selected_epoch": v["final"]["selected_epoch"],
                                     "optim": v["config"]["optim"], "temperature": v["config"]["distill"]["temperature"],
                                     "val_curve": [e["val"]["errors"] for e in v["epochs"]],
                                     "wall_time_s": v.get("wall_time_s")} for k, v in recipes.items()}
-    r.details["agreement"] = [x["final"]["test"].get("agreement") for x in r.records]
+    heads = r.records[:len(c.seeds)]  # the headline students
+    r.details["agreement"] = [x["final"]["test"].get("agreement") for x in heads]
     # mean change of validation errors over the last 5 epochs (negative: still improving)
-    late = [x["epochs"][-1]["val"]["errors"] - x["epochs"][-6]["val"]["errors"] for x in r.records
+    late = [x["epochs"][-1]["val"]["errors"] - x["epochs"][-6]["val"]["errors"] for x in heads
             if len(x["epochs"]) > 5]
     r.details["late_val_improvement"] = sum(late) / len(late) if late else None
     return r
@@ -410,7 +418,7 @@ def baseline_jitter_cfg(c: Ctx, seed: int) -> dict[str, Any]:
 
 def distilled_jitter_cfg(c: Ctx, seed: int) -> dict[str, Any]:
     return c.student_cfg("jitter", "distilled_jitter", seed, epochs=c.s.jitter_epochs, data=c.data(augment_shift=2),
-                         distil=True, temperature=c.s.jitter_temperature)
+                         distil=True, temperature=c.s.jitter_temperature, teacher_recipe=c.s.jitter_teacher)
 
 
 def stage_jitter(c: Ctx) -> StageResult:
@@ -427,6 +435,9 @@ def stage_jitter(c: Ctx) -> StageResult:
     r.details["val_errors"] = {"baseline": [val_errors(x) for x in base], "distilled": [val_errors(x) for x in dist]}
     r.details["temperature"] = c.s.jitter_temperature
     r.details["epochs"] = c.s.jitter_epochs
+    # the teachers of these students (Settings.jitter_teacher), for the gap they close
+    r.details["teacher_recipe"] = c.s.jitter_teacher or c.s.teacher_recipe
+    r.details["teacher_errors"] = [test_errors(c.run(c.teacher_cfg(k, c.s.jitter_teacher))) for k in c.seeds]
     return r
 
 
@@ -436,13 +447,14 @@ def stage_jobs(c: Ctx, stage: str) -> list[Job]:
     seeds = c.seeds
     if stage == "teacher":
         cfgs = [c.teacher_cfg(k) for k in seeds] + \
-               ([c.teacher_cfg(0, name) for name in TEACHER_ALTERNATIVES] if not c.s.quick else [])
+            ([c.teacher_cfg(k, c.s.jitter_teacher) for k in seeds] if c.s.jitter_teacher else []) + \
+            ([c.teacher_cfg(0, name) for name in ("base", *TEACHER_ALTERNATIVES)] if not c.s.quick else [])
     elif stage in ("baseline", "distilled", "logit_matching"):
         fn = {"baseline": baseline_cfg, "distilled": distilled_cfg, "logit_matching": logits_cfg}[stage]
         cfgs = [fn(c, k) for k in seeds]
         if stage == "distilled" and not c.s.quick:
             cfgs += [recipe_cfg(c, name) for name in STUDENT_ALTERNATIVES]
-            cfgs += [longer_teacher_student_cfg(c)] if _longer_teacher(c) is not None else []
+            cfgs += [other_teacher_student_cfg(c)] if _other_teacher(c) is not None else []
     elif stage == "temperature":
         cfgs = [sweep_cfg(c, w, t, k) for w in WIDTHS for t in T_LIST for k in seeds]
     elif stage == "jitter":
@@ -552,10 +564,11 @@ def run(out: str | Path = "results/hinton-mnist", data_dir: str | None = None, q
         n = min(len(values["teacher_errors"]), len(values["baseline_errors"]), len(values["distilled_errors"]))
         values["gap_closed"] = [(b - d) / (b - t) if b != t else float("nan") for t, b, d in zip(
             values["teacher_errors"][:n], values["baseline_errors"][:n], values["distilled_errors"][:n])]
-    if all(k in values for k in ("teacher_errors", "baseline_errors", "distilled_jitter_errors")):
-        n = min(len(values["teacher_errors"]), len(values["baseline_errors"]), len(values["distilled_jitter_errors"]))
+    if all(k in values for k in ("baseline_errors", "distilled_jitter_errors")):  # against stage 9's own teachers
+        tj = results["jitter"].details["teacher_errors"]
+        n = min(len(tj), len(values["baseline_errors"]), len(values["distilled_jitter_errors"]))
         values["gap_closed_jitter"] = [(b - d) / (b - t) if b != t else float("nan") for t, b, d in zip(
-            values["teacher_errors"][:n], values["baseline_errors"][:n], values["distilled_jitter_errors"][:n])]
+            tj[:n], values["baseline_errors"][:n], values["distilled_jitter_errors"][:n])]
     ordered = {k: values[k] for k in summary_keys() if k in values}
     summary = write_summary(out, ordered)
     details = {k: r.details for k, r in results.items()}

@@ -31,9 +31,10 @@ PAPER: dict[str, Any] = {
     "reg3pct_soft_train_acc": 65.4, "reg_full_test_acc": 58.9, "reg_full_train_acc": 63.4,
 }
 
-#: teacher recipes compared with the chosen one (Adam lr 1e-3, max-norm 15, 200 epochs) on the seed-0
-#: validation split: SGD with Nesterov momentum, a 2-epoch warm-up and max-norm 3.5 as in Hinton et al. (2012);
-#: the chosen recipe on a 1.5× longer cosine schedule (what more epochs give)
+#: teacher recipes beside "base" (the :class:`Settings` fields: Adam lr 1e-3, max-norm 15, 200 epochs),
+#: compared on the seed-0 validation split: SGD with Nesterov momentum, a 2-epoch warm-up and max-norm 3.5 as
+#: in Hinton et al. (2012); "base" on a 1.5× longer cosine schedule. ``Settings.teacher_recipe`` names the one
+#: every seed's teacher uses.
 TEACHER_ALTERNATIVES: dict[str, dict[str, Any]] = {
     "sgd_nesterov_maxnorm3.5": {"optim": {"name": "sgd", "lr": 0.1, "nesterov": True, "warmup_epochs": 2.0},
                                 "model_args": {"max_norm": 3.5}},
@@ -109,6 +110,13 @@ class Settings:
     teacher_nesterov: bool = False
     teacher_warmup: float = 0.0
     temperature: float = 20.0
+    #: every seed's teacher: "base" (the fields above) or a :data:`TEACHER_ALTERNATIVES` recipe (chosen on the
+    #: seed-0 validation split); students of a teacher other than "base" live in ``<name>_from_<recipe>_seed<k>``
+    teacher_recipe: str = "base"
+    #: the teachers of the student-recipe comparison (stage 3, seed 0) and of stage 9: None = ``teacher_recipe``
+    #: (full runs: "base", the 200-epoch teachers they were run with before the 300-epoch teacher was chosen)
+    recipe_teacher: str | None = None
+    jitter_teacher: str | None = None
     #: the :data:`STUDENT_ALTERNATIVES` recipe of stages 3 and 4 (chosen on the seed-0 validation split)
     student_recipe: str = "base"
     #: stage 9 (beyond the paper): students on the teacher's ±2 px shifted transfer set, at the T stage 5's
@@ -122,6 +130,11 @@ class Settings:
     #: torch threads per run: 1 (on a shared 2-core machine two threads per process oversubscribe badly)
     threads: int | None = 1
 
+    def teacher_overrides(self, recipe: str | None = None) -> dict[str, Any]:
+        """The :data:`TEACHER_ALTERNATIVES` overrides of ``recipe`` (default: ``teacher_recipe``); "base": none."""
+        recipe = recipe or self.teacher_recipe
+        return {} if recipe == "base" else TEACHER_ALTERNATIVES[recipe]
+
 
 def settings_for(quick: bool) -> Settings:
     if quick:
@@ -130,7 +143,8 @@ def settings_for(quick: bool) -> Settings:
                         transfer_epochs=3, reg_epochs={1: 6, 3: 4, 10: 2}, jitter_epochs=3)
     return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=1e-3, teacher_max_norm=15.0,
                     teacher_optim="adam", student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
-                    reg_epochs={1: 60, 3: 40, 10: 20}, student_recipe="T4")
+                    reg_epochs={1: 60, 3: 40, 10: 20}, student_recipe="T4", teacher_recipe="adam_300ep",
+                    recipe_teacher="base", jitter_teacher="base")
 
 
 # --------------------------------------------------------------------------- the experiment context
@@ -189,12 +203,13 @@ class Ctx:
     # ---- configs
 
     def teacher_cfg(self, seed: int, recipe: str | None = None) -> dict[str, Any]:
-        """The teacher of ``seed``; ``recipe``: one of :data:`TEACHER_ALTERNATIVES` instead (its seed-0 run
-        is compared with the chosen recipe on validation, in ``runs/teacher_recipes/``)."""
+        """The teacher of ``seed`` of ``recipe`` (default: ``Settings.teacher_recipe``): "base" in
+        ``runs/teacher/``, a :data:`TEACHER_ALTERNATIVES` one in ``runs/teacher_recipes/``."""
         s = self.s
-        if recipe is not None:
-            cfg = self.teacher_cfg(seed)
-            alt = TEACHER_ALTERNATIVES[recipe]
+        recipe = recipe or s.teacher_recipe
+        if recipe != "base":
+            cfg = self.teacher_cfg(seed, "base")
+            alt = s.teacher_overrides(recipe)
             cfg["optim"] = {**cfg["optim"], **alt["optim"]}
             cfg["model"]["args"] = {**cfg["model"]["args"], **alt.get("model_args", {})}
             cfg["epochs"] = alt.get("epochs", cfg["epochs"])
@@ -210,7 +225,7 @@ class Ctx:
                 "out_dir": str(self.runs / "teacher" / f"teacher_seed{seed}")}
 
     def teacher(self, seed: int, recipe: str | None = None) -> str:
-        """Train (or reuse) the seed's teacher's record (``recipe``: a :data:`TEACHER_ALTERNATIVES` one); returns
+        """Train (or reuse) the record of the seed's teacher of ``recipe`` (default: the suite's); returns
         the path of its selected checkpoint (whose weights :meth:`run` materialises when a student that distils
         from it has to train)."""
         cfg = self.teacher_cfg(seed, recipe)
@@ -224,9 +239,12 @@ class Ctx:
                     data: dict[str, Any] | None = None, distil: bool = False,
                     temperature: float | None = None, kind: str = "ce", w_soft: float | None = None,
                     w_hard: float | None = None, teacher_recipe: str | None = None) -> dict[str, Any]:
-        """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed (``teacher_recipe``:
-        the seed's teacher of that :data:`TEACHER_ALTERNATIVES` recipe)."""
+        """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed of ``teacher_recipe``
+        (default: ``Settings.teacher_recipe``; other than "base", the run's name says so: ``<name>_from_<recipe>``)."""
         s = self.s
+        teacher_recipe = teacher_recipe or s.teacher_recipe
+        if distil and teacher_recipe != "base":
+            name = f"{name}_from_{teacher_recipe}"
         cfg: dict[str, Any] = {
             "name": f"{name}_seed{seed}", "seed": seed, "epochs": epochs or s.student_epochs, "threads": s.threads,
             "batch_size": s.batch_size, "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [width, width]}},
