@@ -1,0 +1,113 @@
+"""The recipe-selection parts of the ``reproduce hinton-mnist`` report (teacher and distilled-student recipes
+compared on the seed-0 validation split, what the validation curves say about more epochs) and the small
+formatters the report shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..report import markdown_table
+from .hinton_mnist_setup import STUDENT_ALTERNATIVES, Settings, t_label
+
+
+def num(v: Any, digits: int = 0, suffix: str = "") -> str:
+    """A number (or ``–`` for ``None``) with ``digits`` decimals; strings pass through."""
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    return f"{v:.{digits}f}{suffix}"
+
+
+def mins(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def mean(v: list[float] | None) -> float | None:
+    return None if not v else sum(v) / len(v)
+
+
+def _optim_text(o: dict[str, Any]) -> str:
+    if o["name"] == "sgd":
+        return (f"SGD{' Nesterov' if o.get('nesterov') else ''} lr {o['lr']:g}, momentum {o['momentum']:g}"
+                + (f", {o['warmup_epochs']:g}-epoch warm-up" if o.get("warmup_epochs") else "") + ", cosine")
+    return f"{o['name'].capitalize()} lr {o['lr']:g}" + (f", {o['warmup_epochs']:g}-epoch warm-up"
+                                                           if o.get("warmup_epochs") else "") + ", cosine"
+
+
+def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
+    """The teacher recipes of the seed-0 comparison, which one validation prefers, and what the used one's
+    validation curve says about more epochs."""
+    recipes = details.get("teacher", {}).get("recipes")
+    if recipes:
+        add("**Teacher recipe, chosen on validation** (seed 0; test errors for reference only):\n")
+        rows = [[f"`{k}`" + (" (used for every seed)" if k == s.teacher_recipe else ""), _optim_text(v["optim"]),
+                 num(v["max_norm"], 1), v["epochs"], v["val_errors"], min(v["val_curve"]), v["test_errors"],
+                 mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
+        add(markdown_table(["recipe", "optimiser", "max-norm", "epochs", "val errors (selected epoch, of 5,000)",
+                            "min val errors over epochs", "test errors", "training time"], rows) + "\n")
+        best, used = min(recipes, key=lambda k: recipes[k]["val_errors"]), recipes.get(s.teacher_recipe)
+        add(("The recipe used has the fewest validation errors." if best == s.teacher_recipe else
+             f"**Validation prefers `{best}`** ({recipes[best]['val_errors']} vs "
+             f"{used['val_errors'] if used else '?'} errors); the suite still uses `{s.teacher_recipe}` — rerun with "
+             "it to follow validation.") + " " + (_curve_text(used["val_curve"]) if used else "") + "\n")
+
+
+def _overrides_text(alt: dict[str, Any]) -> str:
+    """``{"optim": {"lr": 0.1}, "epochs": 100}`` → ``"optim.lr=0.1, epochs=100"``."""
+    parts = [f"{a}.{b}={c:g}" if isinstance(c, float) else f"{a}.{b}={c}"
+             for a, d in alt.items() if isinstance(d, dict) for b, c in d.items()]
+    return ", ".join(parts + [f"{a}={d}" for a, d in alt.items() if not isinstance(d, dict)]) or "–"
+
+
+def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
+    """The distilled-student recipes of the seed-0 comparison, and which one validation prefers."""
+    recipes = details.get("distilled", {}).get("recipes")
+    if not recipes:
+        return
+    tr = s.recipe_teacher or s.teacher_recipe
+    add(f"**Distilled-student recipe, chosen on validation** (seed 0, the seed-0 teacher of recipe `{tr}`; test "
+        "errors for reference only). Every recipe is the shared student recipe above with the overrides shown:\n")
+    rows = [[f"`{k}`" + (" (used for stages 3–4, every seed)" if k == s.student_recipe else ""),
+             _overrides_text(STUDENT_ALTERNATIVES[k]),
+             t_label(v["temperature"]), v["epochs"], v["val_errors"], min(v["val_curve"]), v["selected_epoch"],
+             v["test_errors"], mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
+    add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (selected epoch, of 5,000)",
+                        "min val errors over epochs", "selected epoch", "test errors", "training time"], rows) + "\n")
+    same = {k: v for k, v in recipes.items() if v["epochs"] == s.student_epochs} or recipes
+    best = min(same, key=lambda k: same[k]["val_errors"])
+    add((f"Among the {s.student_epochs}-epoch recipes the one used has the fewest validation errors."
+         if best == s.student_recipe else
+         f"**Validation prefers `{best}`** among the {s.student_epochs}-epoch recipes ({same[best]['val_errors']} vs "
+         f"{recipes[s.student_recipe]['val_errors']} errors); stages 3–4 still use `{s.student_recipe}`.") + "\n")
+    ot = details.get("distilled", {}).get("other_teacher")
+    tr0 = (details.get("teacher", {}).get("recipes") or {}).get(s.teacher_recipe)
+    if ot and tr0:
+        sm = details.get("distilled", {}).get("seed0_student") or {}
+        add(f"**What the teacher is worth to the student** (seed 0, `{s.student_recipe}`): the teacher of recipe "
+            f"`{ot['recipe']}` ({ot['teacher_val_errors']} validation / {ot['teacher_test_errors']} test errors) "
+            f"teaches a student with {ot['student_val_errors']} / {ot['student_test_errors']}; the suite's "
+            f"`{s.teacher_recipe}` teacher ({tr0['val_errors']} / {tr0['test_errors']}) one with "
+            f"{sm.get('val_errors', '?')} / {sm.get('test_errors', '?')}.\n")
+    for k, v in recipes.items():
+        if v["epochs"] > s.student_epochs and s.student_recipe in recipes:
+            u, curve = recipes[s.student_recipe], v["val_curve"]
+            add(f"Longer schedule (`{k}`, {v['epochs']} epochs, {mins(v['wall_time_s'] or 0.0)}): {v['val_errors']} "
+                f"validation errors at its selected epoch against {u['val_errors']} for `{s.student_recipe}` in "
+                f"{u['epochs']}; its validation errors were {curve[u['epochs'] - 1]} at epoch {u['epochs']}, "
+                f"{curve[len(curve) // 2 - 1]} at epoch {len(curve) // 2} and {curve[-1]} at the end.\n")
+
+
+def _curve_text(curve: list[int]) -> str:
+    """What the chosen teacher's validation curve says about more epochs (cosine schedule: the last
+    quarter runs at a small learning rate, so its slope is a lower bound on what a longer schedule adds)."""
+    n = len(curve)
+    if n < 8:
+        return ""
+    q3, end = curve[(3 * n) // 4 - 1], min(curve[-max(1, n // 10):])
+    half = curve[n // 2 - 1]
+    return (f"Its validation errors fell from {half} at epoch {n // 2} to {q3} at epoch {(3 * n) // 4} and "
+            f"{end} over the last {max(1, n // 10)} epochs (minimum {min(curve)}): "
+            + ("still falling at the end, so a longer schedule would likely help."
+               if end < q3 - 2 else "flat over the last quarter, so at this schedule more epochs add little; a "
+               "longer cosine schedule mainly buys more time at a high learning rate."))
