@@ -197,6 +197,14 @@ def test_engine_trains_a_specialist_from_its_splits(tmp_path):
     assert rec["final"]["test"]["accuracy"] > 0.8  # separable toy problem
     assert not torch.equal(spec.head.weight.detach(), w0)
     assert spec(splits.test.x[:4]).shape == (4, 3)
+    # the trained specialist's file rebuilds through the generalist's registry name with |S| + 1 outputs
+    from darkknowledge.models import load_model
+
+    back = load_model(tmp_path / "s" / "best.safetensors").eval()
+    assert back.init_name == "mlp" and back.init_args["num_classes"] == 3 and gen.init_args["num_classes"] == 6
+    with torch.no_grad():  # the selected epoch's weights: the record's test accuracy on the natural test split
+        acc = float((back(data.test.x).argmax(1) == data.test.y).float().mean())
+    assert acc == pytest.approx(rec["final"]["test"]["accuracy"], abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- Eq. 5

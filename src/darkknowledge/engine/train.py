@@ -251,10 +251,12 @@ def _loop(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: t
 def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
                    ) -> tuple[nn.Module, str, dict[str, Any]]:
     """The student, its model name (registry name or import path) and constructor arguments (of a module
-    passed in: its ``init_args`` attribute, when it has one, so that ``load_model`` can rebuild it)."""
+    passed in: its ``init_name`` and ``init_args`` attributes, when it has them — :func:`create_model` sets
+    both — so that ``load_model`` can rebuild it; else its import path)."""
     if student is not None:
         args = dict(getattr(student, "init_args", None) or {})
-        model, name = student, f"{type(student).__module__}:{type(student).__qualname__}"
+        name = getattr(student, "init_name", None) or f"{type(student).__module__}:{type(student).__qualname__}"
+        model = student
     else:
         args = dict(cfg.model.args)
         args.setdefault("num_classes", n_cls)

@@ -53,7 +53,8 @@ def resolve_model(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the model registered as ``name`` (or at import path ``"pkg.mod:Class"``) with ``kwargs``."""
+    """Build the model registered as ``name`` (or at import path ``"pkg.mod:Class"``) with ``kwargs``; the
+    model gets ``init_name`` and ``init_args`` attributes (unless it sets ``init_args`` itself)."""
     fn = resolve_model(name)
     try:
         model = fn(**kwargs)
@@ -61,4 +62,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"model {name!r}: bad arguments {sorted(kwargs)}: {e}") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r} built a {type(model).__name__}, not a torch.nn.Module")
+    # how to build it again: a model built here and later given to train(student=...) (e.g. a specialist made
+    # from a generalist) is saved under this name and arguments, so that load_model can rebuild it
+    if getattr(model, "init_args", None) is None:
+        model.init_name, model.init_args = name, dict(kwargs)
     return model

@@ -79,7 +79,8 @@ def make_specialist(generalist: nn.Module, classes: Sequence[int] | Tensor,
     Every parameter of the copy is trainable (a frozen teacher's flags are not inherited). The copy
     gets ``special_classes`` (the class ids, in output order) and ``output_layer_name`` attributes, and its
     ``num_classes`` attribute, if it has one, becomes ``|S| + 1`` (what ``darkknowledge.engine.train``
-    checks against the data).
+    checks against the data), as does ``init_args["num_classes"]`` of a generalist built by ``create_model``
+    (so a trained specialist's file reloads with ``load_model``).
     """
     name, old = find_output_layer(generalist, output_layer_name)
     cl = _classes(classes, old.out_features)
@@ -102,6 +103,8 @@ def make_specialist(generalist: nn.Module, classes: Sequence[int] | Tensor,
         p.requires_grad_(True)
     if hasattr(spec, "num_classes"):
         spec.num_classes = len(cl) + 1
+    if "num_classes" in (getattr(spec, "init_args", None) or {}):  # rebuilt by load_model with |S| + 1 outputs
+        spec.init_args = {**spec.init_args, "num_classes": len(cl) + 1}
     spec.special_classes = tuple(cl)
     spec.output_layer_name = name
     return spec
