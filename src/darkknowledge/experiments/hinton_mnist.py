@@ -284,12 +284,12 @@ def stage_temperature(c: Ctx) -> StageResult:
 
 def omit3_cfg(c: Ctx, seed: int = 0) -> dict[str, Any]:
     return c.student_cfg("omit3", "omit3", seed, epochs=c.s.transfer_epochs, data=c.data(exclude_classes=[3]),
-                         distil=True)
+                         distil=True, temperature=c.s.transfer_temperature)
 
 
 def only78_cfg(c: Ctx, seed: int = 0) -> dict[str, Any]:
     return c.student_cfg("only78", "only78", seed, epochs=c.s.transfer_epochs, data=c.data(include_classes=[7, 8]),
-                         distil=True)
+                         distil=True, temperature=c.s.transfer_temperature)
 
 
 def _bias_shift_eval(path: str, data_dir: str | None, val_size: int, classes: Sequence[int]) -> dict[str, Any]:
@@ -377,7 +377,7 @@ def stage_only78(c: Ctx) -> StageResult:
 def reg_cfg(c: Ctx, pct: int, mode: str, seed: int = 0) -> dict[str, Any]:
     data = c.data(fraction=pct / 100)
     cfg = c.student_cfg("regulariser", f"{mode}{pct}pct", seed, epochs=c.s.reg_epochs[pct], data=data,
-                        distil=mode == "soft")
+                        distil=mode == "soft", temperature=c.s.transfer_temperature)
     return {**cfg, "batch_size": c.s.reg_batch_size}
 
 

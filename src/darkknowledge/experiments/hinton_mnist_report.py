@@ -146,6 +146,11 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
 def _settings_section(add, s: Settings, details: dict[str, Any], times: dict[str, Any], n_seeds: int) -> None:
     add("## Settings\n")
     ta = s.teacher_overrides()
+    t5 = details.get("temperature", {}).get("curves", {}).get("800", {}).get("best_T_val_mean")
+    t_note = "" if s.transfer_temperature == s.temperature else (
+        " (not the paper's 20: the T stage 5's mean validation errors prefer for 2×800, " + (
+            f"T = {t_label(t5)}" if t5 is not None else "stage 5 not present")
+        + ("" if t5 is None or t5 == s.transfer_temperature else " — DIFFERENT from the T used here") + ")")
     t_optim = {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "nesterov": s.teacher_nesterov,
                "warmup_epochs": s.teacher_warmup, **ta.get("optim", {})}
     rows = [
@@ -161,11 +166,11 @@ def _settings_section(add, s: Settings, details: dict[str, Any], times: dict[str
          f"T²-scaled soft term) + {s.w_hard:g}·CE(y, q_1)", _recipe_optim(s), _recipe_epochs(s)],
         ["temperature sweep", f"widths {', '.join(map(str, WIDTHS))}; T ∈ {{{', '.join(map(t_label, T_LIST))}}}; "
          f"loss as distilled; {n_seeds} seed(s) per cell", "as baseline", s.sweep_epochs],
-        ["omitted 3 / only 7 & 8", f"800-800 student distilled at T = {t_label(s.temperature)} on the restricted "
-         "transfer set; bias shift grid −15…15 step 0.1 on validation (ties: median)", "as baseline",
+        ["omitted 3 / only 7 & 8", f"800-800 student distilled at T = {t_label(s.transfer_temperature)}{t_note} on "
+         "the restricted transfer set; bias shift grid −15…15 step 0.1 on validation (ties: median)", "as baseline",
          s.transfer_epochs],
         ["regulariser", "800-800 on 1 / 3 / 10 % of the training split: hard labels only, or soft targets of the "
-         f"full-data teacher (T = {t_label(s.temperature)}, same loss as distilled)",
+         f"full-data teacher (T = {t_label(s.transfer_temperature)}{t_note}, same loss as distilled)",
          f"as baseline, batch {s.reg_batch_size}", ", ".join(f"{p}%: {e}" for p, e in s.reg_epochs.items())],
     ]
     add(markdown_table(["model", "architecture / objective", "optimiser", "epochs"], rows) + "\n")
