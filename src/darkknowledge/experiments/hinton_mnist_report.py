@@ -419,7 +419,8 @@ def _jitter_section(add, S, details: dict[str, Any], s: Settings) -> None:  # no
     if j.get("teacher_recipe", s.teacher_recipe) != s.teacher_recipe:
         rows += [[f"9t. the teachers of 9b (recipe `{j['teacher_recipe']}`)", "–",
                   fmt(summarize({"t": j["teacher_errors"]})["t"], 1)]]
-    rows += [["9b. gap closed (stage-2 baseline − 9b)/(stage-2 baseline − teacher)", num(PAPER["gap_closed"], 3),
+    own = "9t" if j.get("teacher_recipe", s.teacher_recipe) != s.teacher_recipe else "teacher"
+    rows += [[f"9b. gap closed (stage-2 baseline − 9b)/(stage-2 baseline − {own})", num(PAPER["gap_closed"], 3),
              fmt(S("gap_closed_jitter"), 3)]]
     add(markdown_table(["test errors", "paper", "ours (mean ± std (n))"], rows) + "\n")
     bj, dj = S("baseline_jitter_errors"), S("distilled_jitter_errors")
@@ -471,8 +472,13 @@ def _shortfalls(summary: dict[str, Any], details: dict[str, Any], s: Settings) -
         if late is not None:
             out.append(f"Gap closed: {g[0]:.2f} vs {g[1]:.2f}. Over the last 5 of {s.student_epochs} epochs the "
                        f"distilled students' validation errors changed by {late:+.1f} on average, so "
-                       + ("longer student training would still help." if late < -1 else
-                          "they had converged: more student epochs would not close the gap."))
+                       + ("longer student training might still help" if late < -1 else
+                          "they had converged: more student epochs would not close the gap")
+                       + "".join(f" (but the `{k}` probe, {v['epochs']} epochs: {v['val_curve'][s.student_epochs - 1]} "
+                                 f"validation errors at epoch {s.student_epochs}, {min(v['val_curve'])} at best, "
+                                 f"{v['test_errors']} test errors)" for k, v in
+                                 (details.get("distilled", {}).get("recipes") or {}).items()
+                                 if v["epochs"] > s.student_epochs) + ".")
         recipes = details.get("distilled", {}).get("recipes") or {}
         if len(recipes) > 1:
             tried = ", ".join(f"`{k}` {v['val_errors']}" for k, v in recipes.items())
