@@ -202,11 +202,16 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     assert st["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
     assert st["out_dir"].endswith("distilled/distilled_from_adam_300ep_seed1")
     assert c.student_cfg("baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
-    # the runs pinned to the 200-epoch teachers: the student-recipe comparison, stage 9, the "other teacher" student
+    # the runs pinned to the 200-epoch teachers: the student-recipe comparison and the "other teacher" student
     base0 = c.teacher_cfg(0, "base")["out_dir"] + "/best.safetensors"
     for cfg in (recipe_cfg(c, "T4_adam"), recipe_cfg(c, "T4"), other_teacher_student_cfg(c)):
         assert cfg["distill"]["teachers"] == [base0] and "_from_" not in cfg["out_dir"], cfg["out_dir"]
-    assert distilled_jitter_cfg(c, 2)["distill"]["teachers"] == [c.teacher_cfg(2, "base")["out_dir"] + "/best.safetensors"]
+    t2 = c.teacher_cfg(2)["out_dir"] + "/best.safetensors"
+    j2 = distilled_jitter_cfg(c, 2)
+    assert j2["distill"]["teachers"] == [t2] and j2["name"] == "distilled_jitter_from_adam_300ep_seed2"
+    pinned = Ctx(out=tmp_path, data_dir=None, s=dataclasses.replace(s, jitter_teacher="base"), seeds=[0], progress=False,
+                 planning=True)
+    assert distilled_jitter_cfg(pinned, 2)["distill"]["teachers"] == [base0.replace("seed0", "seed2")]
     # quick mode keeps the one base teacher everywhere
     q = Ctx(out=tmp_path, data_dir=None, s=settings_for(True), seeds=[0], progress=False, planning=True)
     assert q.teacher_cfg(0)["out_dir"].endswith("teacher/teacher_seed0")

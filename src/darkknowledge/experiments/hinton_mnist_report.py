@@ -407,7 +407,7 @@ def _jitter_section(add, S, details: dict[str, Any], s: Settings) -> None:  # no
         "same student trained on labels with the same shifts: the difference between the two is what distillation "
         "adds beyond the augmentation."
         + (f" These students distil from the teachers of recipe `{j['teacher_recipe']}`, not the suite's "
-           f"`{s.teacher_recipe}`: they were trained before that teacher was chosen and not rerun (budget); their "
+           f"`{s.teacher_recipe}` (Settings.jitter_teacher); their "
            "gap closed is measured against their own teachers (row 9t)." if j.get("teacher_recipe", s.teacher_recipe)
            != s.teacher_recipe else "") + "\n")
     rows = [["2. baseline (labels, no shifts; stage 2)", num(PAPER["baseline_errors"]), fmt(S("baseline_errors"), 1)],

@@ -114,7 +114,8 @@ class Settings:
     #: seed-0 validation split); students of a teacher other than "base" live in ``<name>_from_<recipe>_seed<k>``
     teacher_recipe: str = "base"
     #: the teachers of the student-recipe comparison (stage 3, seed 0) and of stage 9: None = ``teacher_recipe``
-    #: (full runs: "base", the 200-epoch teachers they were run with before the 300-epoch teacher was chosen)
+    #: (full runs: the comparison keeps "base", the 200-epoch teacher it was run with before the 300-epoch
+    #: teacher was chosen)
     recipe_teacher: str | None = None
     jitter_teacher: str | None = None
     #: the :data:`STUDENT_ALTERNATIVES` recipe of stages 3 and 4 (chosen on the seed-0 validation split)
@@ -149,7 +150,7 @@ def settings_for(quick: bool) -> Settings:
     return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=1e-3, teacher_max_norm=15.0,
                     teacher_optim="adam", student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
                     reg_epochs={1: 60, 3: 40, 10: 20}, student_recipe="T4", teacher_recipe="adam_300ep",
-                    recipe_teacher="base", jitter_teacher="base", transfer_temperature=5.0)
+                    recipe_teacher="base", transfer_temperature=5.0, jitter_temperature=5.0)
 
 
 # --------------------------------------------------------------------------- the experiment context
