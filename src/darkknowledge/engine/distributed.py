@@ -24,6 +24,7 @@ rank shard: such runs are not equivalent to one process, only close.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,9 @@ def teardown(created: bool, ok: bool = True) -> None:
     if created and dist.is_initialized():
         if ok:
             dist.barrier()
+        # free this run's DDP wrapper (its reducer holds the group) while the group and the interpreter are alive,
+        # not at interpreter exit: a rank once aborted at exit ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 
