@@ -168,25 +168,39 @@ def test_student_recipes_override_the_shared_recipe_and_the_report_follows_valid
     assert "distill" not in with_recipe({"epochs": 30, "optim": {}}, "T4")
     assert with_recipe(base, "T4_100ep")["epochs"] == 100
 
-    def rec(val: int, t: float) -> dict:
-        return {"val_errors": val, "test_errors": 2 * val, "epochs": 30, "selected_epoch": 20, "temperature": t,
-                "optim": {}, "val_curve": [90, val], "wall_time_s": 60.0}
+    assert with_recipe({**base, "batch_size": 128}, "T4_batch32")["batch_size"] == 32
+    assert with_recipe({**base, "batch_size": 128}, "T4")["batch_size"] == 128
 
-    details = {"distilled": {"recipes": {"base": rec(60, 20.0), "T4": rec(50, 4.0)}}}
-    details["distilled"]["recipes"]["T4_100ep"] = {**rec(40, 4.0), "epochs": 100, "val_curve": list(range(140, 40, -1))}
-    for used, says in (("base", "Validation prefers `T4`"), ("T4", "fewest validation errors")):
+    def rec(vals: list[int], t: float, epochs: int = 30) -> dict:
+        return {"seeds": list(range(len(vals))), "val_errors": vals, "test_errors": [2 * v for v in vals],
+                "epochs": epochs, "selected_epoch": [20] * len(vals), "temperature": t, "optim": {},
+                "val_curve": [90, vals[0]], "wall_time_s": [60.0] * len(vals)}
+
+    # the choice is on the mean over seeds: base wins seed 0, T4 the mean; an incomplete candidate does not count
+    details = {"distilled": {"recipes": {"base": rec([48, 70, 70], 20.0), "T4": rec([50, 52, 54], 4.0),
+                                         "T10": rec([10], 10.0)}}}
+    details["distilled"]["recipes"]["T4_100ep"] = {**rec([40], 4.0, 100), "val_curve": list(range(140, 40, -1))}
+    for used, says in (("base", "Validation prefers `T4`** among the 30-epoch recipes (52.0 vs 62.7 mean errors)"),
+                       ("T4", "fewest mean validation errors")):
         lines: list[str] = []
         _student_recipes(lines.append, dataclasses.replace(settings_for(False), student_recipe=used), details)
         text = "\n".join(lines)
         assert says in text and "distill.temperature=4" in text and set(STUDENT_ALTERNATIVES) >= {"base", "T4"}
-        assert "Longer schedule (`T4_100ep`, 100 epochs" in text and "41 at the end" in text
+        assert "52.0 (50, 52, 54)" in text and "span 52.0–62.7" in text
+        assert "Longer schedule (`T4_100ep`, seed 0, 100 epochs" in text and "41 at the end" in text
 
 
 def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_students(tmp_path):
     import dataclasses
 
     from darkknowledge.config import validate
-    from darkknowledge.experiments.hinton_mnist import distilled_jitter_cfg, other_teacher_student_cfg, recipe_cfg
+    from darkknowledge.experiments.hinton_mnist import (
+        distilled_cfg,
+        distilled_jitter_cfg,
+        other_teacher_student_cfg,
+        recipe_cfg,
+        recipe_cfgs,
+    )
     from darkknowledge.experiments.hinton_mnist_report import _settings_section
     from darkknowledge.experiments.hinton_mnist_setup import TEACHER_ALTERNATIVES, Ctx, settings_for
 
@@ -196,16 +210,27 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     assert s.teacher_recipe == "adam_300ep" and t1["epochs"] == TEACHER_ALTERNATIVES["adam_300ep"]["epochs"] == 300
     assert t1["out_dir"].endswith("teacher_recipes/adam_300ep_seed1") and t1["optim"] == c.teacher_cfg(1, "base")["optim"]
     assert c.teacher_cfg(1, "base")["epochs"] == s.teacher_epochs == 200
+    # the bf16 recipe is the 300-epoch one with bf16 autocast, nothing else
+    b1 = c.teacher_cfg(1, "adam_300ep_bf16")
+    assert b1["precision"] == "bf16" and "precision" not in t1
+    assert {k for k in t1 if t1[k] != b1.get(k)} == {"name", "out_dir"}
+    validate(b1)
     validate(t1)
     # a student of seed k distils from that teacher, and its folder says so; labels-only students keep their names
     st = c.student_cfg("distilled", "distilled", 1, distil=True)
     assert st["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
     assert st["out_dir"].endswith("distilled/distilled_from_adam_300ep_seed1")
     assert c.student_cfg("baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
-    # the runs pinned to the 200-epoch teachers: the student-recipe comparison and the "other teacher" student
+    # the student-recipe comparison: every seed against its own suite teacher (the chosen recipe's runs are the
+    # headline's); the "other teacher" student is pinned to the 200-epoch seed-0 teacher
     base0 = c.teacher_cfg(0, "base")["out_dir"] + "/best.safetensors"
-    for cfg in (recipe_cfg(c, "T4_adam"), recipe_cfg(c, "T4"), other_teacher_student_cfg(c)):
-        assert cfg["distill"]["teachers"] == [base0] and "_from_" not in cfg["out_dir"], cfg["out_dir"]
+    assert recipe_cfg(c, "T4_adam", 1)["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
+    assert recipe_cfg(c, "T4_adam", 1)["out_dir"].endswith("student_recipes/T4_adam_from_adam_300ep_seed1")
+    assert recipe_cfg(c, s.student_recipe, 2) == distilled_cfg(c, 2)
+    cfgs = recipe_cfgs(c)
+    assert {k for (n, k) in cfgs if n == "T4_100ep"} == {0} and {k for (n, k) in cfgs if n == "T10"} == {0, 1, 2}
+    other = other_teacher_student_cfg(c)
+    assert other["distill"]["teachers"] == [base0] and "_from_" not in other["out_dir"], other["out_dir"]
     t2 = c.teacher_cfg(2)["out_dir"] + "/best.safetensors"
     j2 = distilled_jitter_cfg(c, 2)
     assert j2["distill"]["teachers"] == [t2] and j2["name"] == "distilled_jitter_from_adam_300ep_seed2"

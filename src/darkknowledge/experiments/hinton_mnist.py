@@ -9,7 +9,7 @@ distils from the teacher of seed ``k``.
                       (the recipe chosen on validation among the seed-0 runs of "base" and ``TEACHER_ALTERNATIVES``)
 2. ``baseline``       784-800-800-10 from labels, no regularisation              [baseline_errors]
 3. ``distilled``      the same net distilled (+ a small hard term), with the    [distilled_errors, gap_closed]
-                      student recipe chosen on validation (``STUDENT_ALTERNATIVES``, seed 0), the seed-0
+                      student recipe chosen on validation (``STUDENT_ALTERNATIVES``, mean over seeds), the seed-0
                       student of the other teacher recipe (what the teacher is worth), and where the student
                       departs from its teacher (errors on the transfer set, the same images shifted, the test set)
 4. ``logit_matching`` centred logit regression (the T → ∞ limit)                [logit_matching_errors]
@@ -49,6 +49,7 @@ from .hinton_mnist_setup import (
     PAPER,
     STAGES,
     STUDENT_ALTERNATIVES,
+    STUDENT_PROBES,
     T_LIST,
     TEACHER_ALTERNATIVES,
     WIDTHS,
@@ -93,6 +94,8 @@ def stage_teacher(c: Ctx) -> StageResult:
         r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
                                     "epochs": len(v["epochs"]), "optim": v["config"]["optim"],
                                     "max_norm": v["config"]["model"]["args"].get("max_norm"),
+                                    "precision": v["config"].get("precision", "fp32"),
+                                    "batch_size": v["config"]["batch_size"],
                                     "val_curve": [e["val"]["errors"] for e in v["epochs"]],
                                     "wall_time_s": v.get("wall_time_s")} for k, v in recipes.items()}
     return r
@@ -121,14 +124,20 @@ def distilled_cfg(c: Ctx, seed: int, recipe: str | None = None, teacher_recipe: 
                                      teacher_recipe=teacher_recipe), recipe)
 
 
-def recipe_cfg(c: Ctx, recipe: str) -> dict[str, Any]:
-    """The seed-0 distilled student of a :data:`STUDENT_ALTERNATIVES` recipe, taught by the seed-0 teacher of
+def recipe_cfg(c: Ctx, recipe: str, seed: int = 0) -> dict[str, Any]:
+    """The distilled student of ``seed`` of a :data:`STUDENT_ALTERNATIVES` recipe, taught by the seed's teacher of
     ``Settings.recipe_teacher``: in ``runs/distilled/`` for the chosen recipe and for "base", the others in
     ``runs/student_recipes/``."""
     tr = c.s.recipe_teacher
     if recipe in (c.s.student_recipe, "base"):
-        return distilled_cfg(c, 0, recipe, tr)
-    return with_recipe(c.student_cfg("student_recipes", recipe, 0, distil=True, teacher_recipe=tr), recipe)
+        return distilled_cfg(c, seed, recipe, tr)
+    return with_recipe(c.student_cfg("student_recipes", recipe, seed, distil=True, teacher_recipe=tr), recipe)
+
+
+def recipe_cfgs(c: Ctx) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every run of the student-recipe comparison: each candidate for every seed, each probe for seed 0."""
+    return {(name, k): recipe_cfg(c, name, k) for name in STUDENT_ALTERNATIVES
+            for k in (c.seeds[:1] if name in STUDENT_PROBES else c.seeds)}
 
 
 def other_teacher(c: Ctx) -> str:
@@ -160,6 +169,17 @@ def stage_baseline(c: Ctx) -> StageResult:
     return _headline(c, "baseline_errors", baseline_cfg)
 
 
+def _recipe_details(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One recipe's runs of the comparison (one per seed, in seed order)."""
+    v = recs[0]
+    return {"seeds": [x["seed"] for x in recs], "val_errors": [val_errors(x) for x in recs],
+            "test_errors": [test_errors(x) for x in recs], "epochs": len(v["epochs"]),
+            "selected_epoch": [x["final"]["selected_epoch"] for x in recs], "optim": v["config"]["optim"],
+            "batch_size": v["config"]["batch_size"], "temperature": v["config"]["distill"]["temperature"],
+            "w_hard": v["config"]["distill"]["w_hard"], "val_curve": [e["val"]["errors"] for e in v["epochs"]],
+            "wall_time_s": [x.get("wall_time_s") for x in recs]}
+
+
 def stage_distilled(c: Ctx) -> StageResult:
     r = _headline(c, "distilled_errors", distilled_cfg)
     r.details["recipe"] = c.s.student_recipe
@@ -167,15 +187,15 @@ def stage_distilled(c: Ctx) -> StageResult:
         r.details["shift_knowledge"] = [shift_knowledge(c, k) for k in c.seeds]
     except MissingRun:  # rendering without training, and a baseline run is missing
         pass
-    if not c.s.quick:  # the recipe comparison on the seed-0 validation split
-        recipes = {}
-        for name in STUDENT_ALTERNATIVES:
+    if not c.s.quick:  # the recipe comparison on the validation split of every seed
+        recipes: dict[str, list[dict[str, Any]]] = {}
+        for (name, _), cfg in recipe_cfgs(c).items():
             try:
-                recipes[name] = c.run(recipe_cfg(c, name))
+                recipes.setdefault(name, []).append(c.run(cfg))
             except MissingRun:
                 continue
-        r.records += [v for v in recipes.values() if v["config"]["out_dir"] not in {x["config"]["out_dir"]
-                                                                                     for x in r.records}]
+        seen = {x["config"]["out_dir"] for x in r.records}
+        r.records += [v for vs in recipes.values() for v in vs if v["config"]["out_dir"] not in seen]
         t_rec = _other_teacher(c)
         if t_rec is not None:  # the chosen recipe's seed-0 student of the other teacher recipe
             try:
@@ -189,11 +209,7 @@ def stage_distilled(c: Ctx) -> StageResult:
                                                "student_val_errors": val_errors(x), "student_test_errors": test_errors(x)}
                 r.details["seed0_student"] = {"val_errors": val_errors(r.records[0]),
                                               "test_errors": test_errors(r.records[0])}
-        r.details["recipes"] = {k: {"val_errors": val_errors(v), "test_errors": test_errors(v),
-                                    "epochs": len(v["epochs"]), "selected_epoch": v["final"]["selected_epoch"],
-                                    "optim": v["config"]["optim"], "temperature": v["config"]["distill"]["temperature"],
-                                    "val_curve": [e["val"]["errors"] for e in v["epochs"]],
-                                    "wall_time_s": v.get("wall_time_s")} for k, v in recipes.items()}
+        r.details["recipes"] = {k: _recipe_details(vs) for k, vs in recipes.items()}
     heads = r.records[:len(c.seeds)]  # the headline students
     r.details["agreement"] = [x["final"]["test"].get("agreement") for x in heads]
     # mean change of validation errors over the last 5 epochs (negative: still improving)
@@ -453,7 +469,7 @@ def stage_jobs(c: Ctx, stage: str) -> list[Job]:
         fn = {"baseline": baseline_cfg, "distilled": distilled_cfg, "logit_matching": logits_cfg}[stage]
         cfgs = [fn(c, k) for k in seeds]
         if stage == "distilled" and not c.s.quick:
-            cfgs += [recipe_cfg(c, name) for name in STUDENT_ALTERNATIVES]
+            cfgs += list(recipe_cfgs(c).values())
             cfgs += [other_teacher_student_cfg(c)] if _other_teacher(c) is not None else []
     elif stage == "temperature":
         cfgs = [sweep_cfg(c, w, t, k) for w in WIDTHS for t in T_LIST for k in seeds]

@@ -1,5 +1,5 @@
 """The recipe-selection parts of the ``reproduce hinton-mnist`` report (teacher and distilled-student recipes
-compared on the seed-0 validation split, what the validation curves say about more epochs) and the small
+compared on the validation split, what the validation curves say about more epochs) and the small
 formatters the report shares."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..report import markdown_table
-from .hinton_mnist_setup import STUDENT_ALTERNATIVES, Settings, t_label
+from .hinton_mnist_setup import STUDENT_ALTERNATIVES, STUDENT_PROBES, Settings, t_label
 
 
 def num(v: Any, digits: int = 0, suffix: str = "") -> str:
@@ -42,9 +42,12 @@ def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
     if recipes:
         add("**Teacher recipe, chosen on validation** (seed 0; test errors for reference only):\n")
         rows = [[f"`{k}`" + (" (used for every seed)" if k == s.teacher_recipe else ""), _optim_text(v["optim"]),
-                 num(v["max_norm"], 1), v["epochs"], v["val_errors"], min(v["val_curve"]), v["test_errors"],
+                 num(v["max_norm"], 1), v.get("precision", "fp32"), v.get("batch_size", s.batch_size), v["epochs"],
+                 v["val_errors"], min(v["val_curve"]),
+                 v["test_errors"],
                  mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
-        add(markdown_table(["recipe", "optimiser", "max-norm", "epochs", "val errors (selected epoch, of 5,000)",
+        add(markdown_table(["recipe", "optimiser", "max-norm", "precision", "batch", "epochs",
+                            "val errors (selected epoch, of 5,000)",
                             "min val errors over epochs", "test errors", "training time"], rows) + "\n")
         best, used = min(recipes, key=lambda k: recipes[k]["val_errors"]), recipes.get(s.teacher_recipe)
         add(("The recipe used has the fewest validation errors." if best == s.teacher_recipe else
@@ -60,26 +63,44 @@ def _overrides_text(alt: dict[str, Any]) -> str:
     return ", ".join(parts + [f"{a}={d}" for a, d in alt.items() if not isinstance(d, dict)]) or "–"
 
 
+def candidate_recipes(s: Settings, recipes: dict[str, Any]) -> dict[str, float]:
+    """Mean validation errors of each complete candidate of the student-recipe comparison: the recipes of the
+    shared ``student_epochs`` budget (probes excluded) with a run for as many seeds as the most complete one."""
+    n = max((len(v["val_errors"]) for v in recipes.values()), default=0)
+    return {k: mean(v["val_errors"]) for k, v in recipes.items()
+            if k not in STUDENT_PROBES and v["epochs"] == s.student_epochs and len(v["val_errors"]) == n}
+
+
+def _per_seed(v: list[float]) -> str:
+    return f"{mean(v):.1f} ({', '.join(f'{x:g}' for x in v)})" if len(v) > 1 else f"{v[0]:g}"
+
+
 def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
-    """The distilled-student recipes of the seed-0 comparison, and which one validation prefers."""
+    """The distilled-student recipes compared on the validation split of every seed, and which one validation
+    prefers (mean over seeds)."""
     recipes = details.get("distilled", {}).get("recipes")
     if not recipes:
         return
     tr = s.recipe_teacher or s.teacher_recipe
-    add(f"**Distilled-student recipe, chosen on validation** (seed 0, the seed-0 teacher of recipe `{tr}`; test "
-        "errors for reference only). Every recipe is the shared student recipe above with the overrides shown:\n")
-    rows = [[f"`{k}`" + (" (used for stages 3–4, every seed)" if k == s.student_recipe else ""),
-             _overrides_text(STUDENT_ALTERNATIVES[k]),
-             t_label(v["temperature"]), v["epochs"], v["val_errors"], min(v["val_curve"]), v["selected_epoch"],
-             v["test_errors"], mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
-    add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (selected epoch, of 5,000)",
-                        "min val errors over epochs", "selected epoch", "test errors", "training time"], rows) + "\n")
-    same = {k: v for k, v in recipes.items() if v["epochs"] == s.student_epochs} or recipes
-    best = min(same, key=lambda k: same[k]["val_errors"])
-    add((f"Among the {s.student_epochs}-epoch recipes the one used has the fewest validation errors."
-         if best == s.student_recipe else
-         f"**Validation prefers `{best}`** among the {s.student_epochs}-epoch recipes ({same[best]['val_errors']} vs "
-         f"{recipes[s.student_recipe]['val_errors']} errors); stages 3–4 still use `{s.student_recipe}`.") + "\n")
+    add(f"**Distilled-student recipe, chosen on validation** (mean validation errors over the seeds, each student "
+        f"taught by its seed's teacher of recipe `{tr}`; test errors for reference only). Every recipe is the shared "
+        "student recipe above with the overrides shown; none adds a regulariser (the paper's student is "
+        "\"regularized solely by\" the soft targets):\n")
+    rows = [[f"`{k}`" + (" (used for stages 3–4)" if k == s.student_recipe else " (probe)" if k in STUDENT_PROBES
+                         else ""),
+             _overrides_text(STUDENT_ALTERNATIVES.get(k, {})), t_label(v["temperature"]), v["epochs"],
+             _per_seed(v["val_errors"]), _per_seed(v["selected_epoch"]), _per_seed(v["test_errors"]),
+             mins(sum(t or 0.0 for t in v["wall_time_s"]))] for k, v in recipes.items()]
+    add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (of 5,000): mean (per seed)",
+                        "selected epoch", "test errors", "training time (all seeds)"], rows) + "\n")
+    cands = candidate_recipes(s, recipes)
+    if cands:
+        best = min(cands, key=lambda k: cands[k])
+        add((f"Among the {s.student_epochs}-epoch recipes the one used has the fewest mean validation errors."
+             if best == s.student_recipe else
+             f"**Validation prefers `{best}`** among the {s.student_epochs}-epoch recipes ({cands[best]:.1f} vs "
+             f"{num(cands.get(s.student_recipe), 1)} mean errors); stages 3–4 still use `{s.student_recipe}`.")
+            + f" The candidates' means span {min(cands.values()):.1f}–{max(cands.values()):.1f} validation errors.\n")
     ot = details.get("distilled", {}).get("other_teacher")
     tr0 = (details.get("teacher", {}).get("recipes") or {}).get(s.teacher_recipe)
     if ot and tr0:
@@ -92,10 +113,11 @@ def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
     for k, v in recipes.items():
         if v["epochs"] > s.student_epochs and s.student_recipe in recipes:
             u, curve = recipes[s.student_recipe], v["val_curve"]
-            add(f"Longer schedule (`{k}`, {v['epochs']} epochs, {mins(v['wall_time_s'] or 0.0)}): {v['val_errors']} "
-                f"validation errors at its selected epoch against {u['val_errors']} for `{s.student_recipe}` in "
-                f"{u['epochs']}; its validation errors were {curve[u['epochs'] - 1]} at epoch {u['epochs']}, "
-                f"{curve[len(curve) // 2 - 1]} at epoch {len(curve) // 2} and {curve[-1]} at the end.\n")
+            add(f"Longer schedule (`{k}`, seed {v['seeds'][0]}, {v['epochs']} epochs, "
+                f"{mins(v['wall_time_s'][0] or 0.0)}): {v['val_errors'][0]} validation errors at its selected epoch "
+                f"against {u['val_errors'][0]} for `{s.student_recipe}` in {u['epochs']}; its validation errors were "
+                f"{curve[u['epochs'] - 1]} at epoch {u['epochs']}, {curve[len(curve) // 2 - 1]} at epoch "
+                f"{len(curve) // 2} and {curve[-1]} at the end.\n")
 
 
 def _curve_text(curve: list[int]) -> str:
