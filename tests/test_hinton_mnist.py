@@ -250,7 +250,27 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     for used, says in (("adam_300ep", "The recipe used has the fewest validation errors"),
                        ("base", "Validation prefers `adam_300ep`** (34 vs 41 errors); the suite still uses `base`")):
         lines: list[str] = []
-        details = {"teacher": {"recipes": {"base": rec(41, 200), "adam_300ep": rec(34, 300)}}}
+        details = {"teacher": {"recipes": {"base": rec(41, 200), "adam_300ep": {**rec(34, 300), "wall_time_s": 1200.0}},
+                               "wall_time_s": [3600.0, 4800.0, 6000.0]}}
         _settings_section(lines.append, dataclasses.replace(s, teacher_recipe=used), details, {}, 3)
         text = "\n".join(lines)
         assert says in text and f"`{used}` (used for every seed)" in text, text
+        # the budget of three teachers: the used recipe's own runs, the others' seed-0 run × 3 (1.5–2 on two cores)
+        assert f"the 3 teachers of `{used}` took 240 min of training (60, 80, 100), at least 120 min" in text
+        other = "base" if used == "adam_300ep" else "adam_300ep"
+        assert (f"`{other}` ~3 min of training, 2–2 min" if other == "base" else
+                "`adam_300ep` ~60 min of training, 30–40 min of wall time") in text, text
+        assert ("Within the ~120 min budget the recipe used is also validation's choice" if used == "adam_300ep" else
+                "**validation prefers `adam_300ep`** (34 errors); the suite still uses `base`") in text, text
+    # a recipe over the budget (1.5 × 100 min > 120): the report names validation's choice among those that fit
+    recipes = {"base": {**rec(41, 200), "wall_time_s": 3000.0}, "adam_300ep": {**rec(34, 300), "wall_time_s": 6000.0},
+               "adam_300ep_bf16": {**rec(36, 300), "wall_time_s": 2400.0}}
+    lines = []
+    _settings_section(lines.append, s, {"teacher": {"recipes": recipes}}, {}, 3)
+    text = "\n".join(lines)
+    assert ("**validation prefers `adam_300ep_bf16`** (36 errors vs 34 for `adam_300ep`, which does not fit); the "
+            'suite still uses `adam_300ep` — rerun with `teacher_recipe="adam_300ep_bf16"`') in text, text
+    lines = []
+    _settings_section(lines.append, dataclasses.replace(s, teacher_budget_min=None), {"teacher": {"recipes": recipes}},
+                      {}, 3)
+    assert "budget" not in "\n".join(lines).split("**Teacher budget**")[0]

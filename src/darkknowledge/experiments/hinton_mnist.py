@@ -83,6 +83,7 @@ def stage_teacher(c: Ctx) -> StageResult:
     r.values["teacher_errors"] = [test_errors(x) for x in recs]
     r.details["selected_epochs"] = [x["final"]["selected_epoch"] for x in recs]
     r.details["val_errors"] = [val_errors(x) for x in recs]
+    r.details["wall_time_s"] = [x.get("wall_time_s") for x in recs]
     if not c.s.quick:  # the recipe comparison on the seed-0 validation split
         recipes = {}
         for name in ("base", *TEACHER_ALTERNATIVES):

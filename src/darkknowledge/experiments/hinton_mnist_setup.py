@@ -129,6 +129,9 @@ class Settings:
     teacher_recipe: str = "base"
     #: the teachers of the student-recipe comparison (stage 3) and of stage 9: None = ``teacher_recipe``
     recipe_teacher: str | None = None
+    #: the wall time (min) three teachers may take on two cores, one thread per run (issue: about 2 hours); the
+    #: report names the validation choice among the recipes whose seed-0 run fits it (None: no budget)
+    teacher_budget_min: float | None = None
     jitter_teacher: str | None = None
     #: the :data:`STUDENT_ALTERNATIVES` recipe of stages 3 and 4 (chosen on the validation split, mean over seeds)
     student_recipe: str = "base"
@@ -162,7 +165,7 @@ def settings_for(quick: bool) -> Settings:
     return Settings(quick=False, train_fraction=1.0, teacher_epochs=200, teacher_lr=1e-3, teacher_max_norm=15.0,
                     teacher_optim="adam", student_epochs=30, student_lr=0.05, sweep_epochs=10, transfer_epochs=20,
                     reg_epochs={1: 60, 3: 40, 10: 20}, student_recipe="T4", teacher_recipe="adam_300ep",
-                    transfer_temperature=5.0, jitter_temperature=5.0)
+                    transfer_temperature=5.0, jitter_temperature=5.0, teacher_budget_min=120.0)
 
 
 # --------------------------------------------------------------------------- the experiment context
