@@ -20,12 +20,12 @@ Usage: python benchmarks/mnist_teacher.py [--rounds 5] [--steps 40] [--threads 1
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
 
 import torch
+from _step import train_step  # benchmarks/_step.py (the script's folder is on sys.path)
 
 from darkknowledge.methods import create_method
 from darkknowledge.models import apply_max_norm, create_model
@@ -51,13 +51,7 @@ def rate(bf16: bool, shift: int, bs: int, x: torch.Tensor, y: torch.Tensor, step
             t0 = time.perf_counter()
         idx = torch.randint(0, x.shape[0], (bs,), generator=gen)
         xb, yb = random_shift(x[idx], shift, gen), y[idx]
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            _, losses = method(xb, yb)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(method, opt, xb, yb, bf16)
         apply_max_norm(model)
     return steps * bs / (time.perf_counter() - t0)
 

@@ -10,12 +10,12 @@ Usage: python benchmarks/precision.py [--rounds 3] [--steps 12] [--threads N] [-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
 
 import torch
+from _step import train_step  # benchmarks/_step.py (the script's folder is on sys.path)
 
 import darkknowledge.experiments.subclass_cifar_2x5  # noqa: F401 (registers "resnet_cifar")
 from darkknowledge.methods import create_method
@@ -45,13 +45,7 @@ def rate(model_args: dict, bf16: bool, channels_last: bool, x: torch.Tensor, y: 
         xb, yb = x[s * bs:(s + 1) * bs], y[s * bs:(s + 1) * bs]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            _, losses = method(xb, yb)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(method, opt, xb, yb, bf16)
     return (steps - 2) * bs / (time.perf_counter() - t0)
 
 

@@ -3,6 +3,7 @@ benchmarks/, not in tests). Every derived number is recomputed here from the raw
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,24 @@ def test_precision_benchmark_runs(tmp_path):
         for v in variants:
             assert m[f"{v}_vs_fp32"] == pytest.approx(_rate(m[f"{v}_samples_per_s"]) / base, rel=1e-12), (model, v)
             assert f"{model:10s} {v:20s} {m[f'{v}_samples_per_s']:8.0f} samples/s" in r.stdout, (model, v)
+
+
+def test_mnist_teacher_benchmark_runs(tmp_path):
+    out = tmp_path / "teacher.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mnist_teacher.py"), "--rounds", "1", "--steps", "2",
+                        "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert (rec["steps"], rec["rounds"], rec["threads"]) == (2, 1, 1)
+    res = rec["results"]
+    assert set(res) == {"fp32", "bf16", "fp32_noshift", "fp32_batch256", "bf16_batch256"}
+    assert rec["variants"]["bf16_batch256"] == {"bf16": True, "shift": 2, "batch_size": 256}
+    base = _rate(res["fp32"]["samples_per_s"])
+    for v, m in res.items():
+        assert m["samples_per_s"] == pytest.approx(statistics.median(m["rounds"]), rel=1e-12), v
+        assert m["vs_fp32"] == pytest.approx(_rate(m["samples_per_s"]) / base, rel=1e-12), v
+        assert f"{v:14s} {m['samples_per_s']:8.0f} samples/s  x{m['vs_fp32']:.2f} vs fp32" in r.stdout, v
+    assert f"{300 * 55_000 / base / 60:.0f} min for the 300-epoch teacher" in r.stdout
 
 
 def test_scale_benchmark_runs(tmp_path):
