@@ -207,25 +207,29 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     s = settings_for(False)
     c = Ctx(out=tmp_path, data_dir=None, s=s, seeds=[0, 1, 2], progress=False, planning=True)
     t1 = c.teacher_cfg(1)
-    assert s.teacher_recipe == "adam_300ep" and t1["epochs"] == TEACHER_ALTERNATIVES["adam_300ep"]["epochs"] == 300
-    assert t1["out_dir"].endswith("teacher_recipes/adam_300ep_seed1") and t1["optim"] == c.teacher_cfg(1, "base")["optim"]
+    tr = "adam_300ep_bf16_batch256"
+    assert s.teacher_recipe == tr and t1["epochs"] == TEACHER_ALTERNATIVES[tr]["epochs"] == 300
+    assert t1["out_dir"].endswith(f"teacher_recipes/{tr}_seed1") and t1["optim"] == c.teacher_cfg(1, "base")["optim"]
     assert c.teacher_cfg(1, "base")["epochs"] == s.teacher_epochs == 200
-    # the bf16 recipe is the 300-epoch one with bf16 autocast, nothing else
-    b1 = c.teacher_cfg(1, "adam_300ep_bf16")
-    assert b1["precision"] == "bf16" and "precision" not in t1
-    assert {k for k in t1 if t1[k] != b1.get(k)} == {"name", "out_dir"}
-    validate(b1)
-    validate(t1)
+    # the suite's recipe is the 300-epoch fp32 one with bf16 autocast and batch 256, nothing else; the bf16 one
+    # differs from the fp32 one in its precision only
+    f1, b1 = c.teacher_cfg(1, "adam_300ep"), c.teacher_cfg(1, "adam_300ep_bf16")
+    assert t1["precision"] == b1["precision"] == "bf16" and "precision" not in f1
+    assert t1["batch_size"] == 256 and b1["batch_size"] == f1["batch_size"] == s.batch_size == 128
+    assert {k for k in f1 if f1[k] != b1.get(k)} == {"name", "out_dir"}
+    assert {k for k in f1 if f1[k] != t1.get(k)} == {"name", "out_dir", "batch_size"}
+    for cfg in (t1, f1, b1):
+        validate(cfg)
     # a student of seed k distils from that teacher, and its folder says so; labels-only students keep their names
     st = c.student_cfg("distilled", "distilled", 1, distil=True)
     assert st["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
-    assert st["out_dir"].endswith("distilled/distilled_from_adam_300ep_seed1")
+    assert st["out_dir"].endswith(f"distilled/distilled_from_{tr}_seed1")
     assert c.student_cfg("baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
     # the student-recipe comparison: every seed against its own suite teacher (the chosen recipe's runs are the
     # headline's); the "other teacher" student is pinned to the 200-epoch seed-0 teacher
     base0 = c.teacher_cfg(0, "base")["out_dir"] + "/best.safetensors"
     assert recipe_cfg(c, "T4_adam", 1)["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
-    assert recipe_cfg(c, "T4_adam", 1)["out_dir"].endswith("student_recipes/T4_adam_from_adam_300ep_seed1")
+    assert recipe_cfg(c, "T4_adam", 1)["out_dir"].endswith(f"student_recipes/T4_adam_from_{tr}_seed1")
     assert recipe_cfg(c, s.student_recipe, 2) == distilled_cfg(c, 2)
     cfgs = recipe_cfgs(c)
     assert {k for (n, k) in cfgs if n == "T4_100ep"} == {0} and {k for (n, k) in cfgs if n == "T10"} == {0, 1, 2}
@@ -233,7 +237,7 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     assert other["distill"]["teachers"] == [base0] and "_from_" not in other["out_dir"], other["out_dir"]
     t2 = c.teacher_cfg(2)["out_dir"] + "/best.safetensors"
     j2 = distilled_jitter_cfg(c, 2)
-    assert j2["distill"]["teachers"] == [t2] and j2["name"] == "distilled_jitter_from_adam_300ep_seed2"
+    assert j2["distill"]["teachers"] == [t2] and j2["name"] == f"distilled_jitter_from_{tr}_seed2"
     pinned = Ctx(out=tmp_path, data_dir=None, s=dataclasses.replace(s, jitter_teacher="base"), seeds=[0], progress=False,
                  planning=True)
     assert distilled_jitter_cfg(pinned, 2)["distill"]["teachers"] == [base0.replace("seed0", "seed2")]
@@ -266,7 +270,8 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     recipes = {"base": {**rec(41, 200), "wall_time_s": 3000.0}, "adam_300ep": {**rec(34, 300), "wall_time_s": 6000.0},
                "adam_300ep_bf16": {**rec(36, 300), "wall_time_s": 2400.0}}
     lines = []
-    _settings_section(lines.append, s, {"teacher": {"recipes": recipes}}, {}, 3)
+    _settings_section(lines.append, dataclasses.replace(s, teacher_recipe="adam_300ep"), {"teacher": {"recipes": recipes}},
+                      {}, 3)
     text = "\n".join(lines)
     assert ("**validation prefers `adam_300ep_bf16`** (36 errors vs 34 for `adam_300ep`, which does not fit); the "
             'suite still uses `adam_300ep` — rerun with `teacher_recipe="adam_300ep_bf16"`') in text, text
@@ -274,3 +279,19 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     _settings_section(lines.append, dataclasses.replace(s, teacher_budget_min=None), {"teacher": {"recipes": recipes}},
                       {}, 3)
     assert "budget" not in "\n".join(lines).split("**Teacher budget**")[0]
+
+
+def test_the_report_checks_the_targets_met_or_missed_by_how_much():
+    from darkknowledge.experiments.hinton_mnist_report import _targets_text
+    from darkknowledge.experiments.hinton_mnist_setup import settings_for
+
+    summary = {"teacher_errors": {"mean": 77.0}, "distilled_errors": {"mean": 103.25}, "gap_closed": {"mean": 0.7}}
+    text = _targets_text(summary.get, settings_for(False).targets)
+    assert text == ("**Targets** (`Settings.targets`, means over the seeds): `teacher_errors` ≤ 80: **met** (77.0); "
+                    "`distilled_errors` ≤ 90: **missed by 13.2** (103.2); `gap_closed` ≥ 0.85: **missed by 0.150** "
+                    "(0.700)."), text
+    assert "`gap_closed` ≥ 0.6: **met** (0.700)" in _targets_text(summary.get, {"gap_closed": (">=", 0.6)})
+    assert _targets_text({}.get, {"gap_closed": (">=", 0.6)}).endswith("`gap_closed` ≥ 0.6: no result.")
+    with pytest.raises(ValueError, match="operator"):
+        _targets_text(summary.get, {"gap_closed": ("<", 0.6)})
+    assert settings_for(True).targets == {}

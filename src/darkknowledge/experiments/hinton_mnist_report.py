@@ -219,6 +219,8 @@ def _headline_section(add, S, n_seeds: int, s: Settings) -> None:  # noqa: N803
         row("3. gap closed (baseline − distilled)/(baseline − teacher)", "gap_closed", 3, 3),
         row("4. logit matching test errors (800-800)", "logit_matching_errors"),
     ]) + "\n")
+    if s.targets:
+        add(_targets_text(S, s.targets) + "\n")
     b, d = S("baseline_errors"), S("distilled_errors")
     if b and d:
         diff, big = b["mean"] - d["mean"], max(b["std"], d["std"])
@@ -233,6 +235,24 @@ def _headline_section(add, S, n_seeds: int, s: Settings) -> None:  # noqa: N803
     if lm and d:
         add(f"Logit matching (Caruana et al.; the paper reports no MNIST number for it) gives {lm['mean']:.1f} test "
             f"errors vs {d['mean']:.1f} for T = {t_label(_headline_t(s))} distillation.\n")
+
+
+def _targets_text(S, targets: dict[str, tuple[str, float]]) -> str:  # noqa: N803
+    """``Settings.targets`` checked against the summary means: met, or missed by how much."""
+    parts = []
+    for key, (op, bound) in targets.items():
+        e = S(key)
+        if op not in ("<=", ">="):
+            raise ValueError(f"target {key}: operator must be '<=' or '>=', not {op!r}")
+        sym = "≤" if op == "<=" else "≥"
+        if not e:
+            parts.append(f"`{key}` {sym} {bound:g}: no result")
+            continue
+        m, digits = e["mean"], 3 if abs(bound) < 10 else 1
+        short = m - bound if op == "<=" else bound - m
+        parts.append(f"`{key}` {sym} {bound:g}: " + (f"**met** ({m:.{digits}f})" if short <= 0 else
+                                                      f"**missed by {short:.{digits}f}** ({m:.{digits}f})"))
+    return "**Targets** (`Settings.targets`, means over the seeds): " + "; ".join(parts) + "."
 
 
 def _shift_section(add, details: dict[str, Any]) -> None:
