@@ -157,7 +157,12 @@ def test_student_recipes_override_the_shared_recipe_and_the_report_follows_valid
     import dataclasses
 
     from darkknowledge.experiments.hinton_mnist_report import _student_recipes
-    from darkknowledge.experiments.hinton_mnist_setup import STUDENT_ALTERNATIVES, settings_for, with_recipe
+    from darkknowledge.experiments.hinton_mnist_setup import (
+        STUDENT_ALTERNATIVES,
+        STUDENT_PROBES,
+        settings_for,
+        with_recipe,
+    )
 
     base = {"epochs": 30, "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
             "distill": {"temperature": 20.0, "w_hard": 0.1}}
@@ -188,6 +193,13 @@ def test_student_recipes_override_the_shared_recipe_and_the_report_follows_valid
         assert says in text and "distill.temperature=4" in text and set(STUDENT_ALTERNATIVES) >= {"base", "T4"}
         assert "52.0 (50, 52, 54)" in text and "span 52.0–62.7" in text
         assert "Longer schedule (`T4_100ep`, seed 0, 100 epochs" in text and "41 at the end" in text
+        # a probe is compared with the recipe it lengthens (seed 0's T4: 50), whichever recipe is used
+        assert "40 validation errors at its selected epoch against 50 for `T4` in 30" in text, text
+    from darkknowledge.experiments.hinton_mnist_recipes import probe_base
+
+    assert [probe_base(k) for k in ("T4_100ep", "T20_clip5_100ep", "T4_lr0.1", "base", "x_ep")] == [
+        "T4", "T20_clip5", "T4_lr0.1", "base", "x_ep"]
+    assert all(probe_base(k) in STUDENT_ALTERNATIVES and k != probe_base(k) for k in STUDENT_PROBES)
 
 
 def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_students(tmp_path):
@@ -232,7 +244,7 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     assert recipe_cfg(c, "T4_adam", 1)["out_dir"].endswith(f"student_recipes/T4_adam_from_{tr}_seed1")
     assert recipe_cfg(c, s.student_recipe, 2) == distilled_cfg(c, 2)
     cfgs = recipe_cfgs(c)
-    assert {k for (n, k) in cfgs if n == "T4_100ep"} == {0} and {k for (n, k) in cfgs if n == "T10"} == {0, 1, 2}
+    assert {k for (n, k) in cfgs if n == "T20_clip5_100ep"} == {0} and {k for (n, k) in cfgs if n == "T10"} == {0, 1, 2}
     other = other_teacher_student_cfg(c)
     assert other["distill"]["teachers"] == [base0] and "_from_" not in other["out_dir"], other["out_dir"]
     t2 = c.teacher_cfg(2)["out_dir"] + "/best.safetensors"
@@ -279,6 +291,15 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     _settings_section(lines.append, dataclasses.replace(s, teacher_budget_min=None), {"teacher": {"recipes": recipes}},
                       {}, 3)
     assert "budget" not in "\n".join(lines).split("**Teacher budget**")[0]
+    # the suite's own case: the budget recipe in use, the fp32 one preferred by validation alone but over budget
+    recipes["adam_300ep_bf16_batch256"] = {**rec(35, 300), "wall_time_s": 2400.0, "batch_size": 256}
+    lines = []
+    _settings_section(lines.append, s, {"teacher": {"recipes": recipes}}, {}, 3)
+    text = "\n".join(lines)
+    assert ("Validation alone prefers `adam_300ep` (34 vs 35 errors), but its three seeds do not fit the ~120 min "
+            "budget (below).") in text, text
+    assert "the suite still uses" not in text and "Within the ~120 min budget the recipe used is also" in text, text
+    assert "Adam lr 0.001, cosine, batch 256, bf16 autocast | 300 |" in text, text
 
 
 def test_the_report_checks_the_targets_met_or_missed_by_how_much():

@@ -50,12 +50,14 @@ def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
                             "val errors (selected epoch, of 5,000)",
                             "min val errors over epochs", "test errors", "training time"], rows) + "\n")
         best, used = min(recipes, key=lambda k: recipes[k]["val_errors"]), recipes.get(s.teacher_recipe)
+        fit = _within_budget(s, recipes)
+        vs = f"({recipes[best]['val_errors']} vs {used['val_errors'] if used else '?'} errors)"
         add(("The recipe used has the fewest validation errors." if best == s.teacher_recipe else
-             f"**Validation prefers `{best}`** ({recipes[best]['val_errors']} vs "
-             f"{used['val_errors'] if used else '?'} errors); the suite still uses `{s.teacher_recipe}` — rerun with "
+             f"Validation alone prefers `{best}` {vs}, but its three seeds do not fit the "
+             f"~{s.teacher_budget_min:.0f} min budget (below)." if s.teacher_budget_min and best not in fit else
+             f"**Validation prefers `{best}`** {vs}; the suite still uses `{s.teacher_recipe}` — rerun with "
              "it to follow validation.") + " " + (_curve_text(used["val_curve"]) if used else "") + "\n")
         add(_teacher_budget(s, details, recipes) + "\n")
-        fit = _within_budget(s, recipes)
         if fit:
             bf = min(fit, key=lambda k: recipes[k]["val_errors"])
             add(f"Within the ~{s.teacher_budget_min:.0f} min budget " + (
@@ -151,13 +153,20 @@ def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
             f"`{s.teacher_recipe}` teacher ({tr0['val_errors']} / {tr0['test_errors']}) one with "
             f"{sm.get('val_errors', '?')} / {sm.get('test_errors', '?')}.\n")
     for k, v in recipes.items():
-        if v["epochs"] > s.student_epochs and s.student_recipe in recipes:
-            u, curve = recipes[s.student_recipe], v["val_curve"]
+        b = probe_base(k)
+        if v["epochs"] > s.student_epochs and b in recipes:
+            u, curve = recipes[b], v["val_curve"]
             add(f"Longer schedule (`{k}`, seed {v['seeds'][0]}, {v['epochs']} epochs, "
                 f"{mins(v['wall_time_s'][0] or 0.0)}): {v['val_errors'][0]} validation errors at its selected epoch "
-                f"against {u['val_errors'][0]} for `{s.student_recipe}` in {u['epochs']}; its validation errors were "
+                f"against {u['val_errors'][0]} for `{b}` in {u['epochs']}; its validation errors were "
                 f"{curve[u['epochs'] - 1]} at epoch {u['epochs']}, {curve[len(curve) // 2 - 1]} at epoch "
                 f"{len(curve) // 2} and {curve[-1]} at the end.\n")
+
+
+def probe_base(probe: str) -> str:
+    """The recipe a ``<recipe>_<n>ep`` probe lengthens (``T4_100ep`` → ``T4``); other names are their own."""
+    head, _, tail = probe.rpartition("_")
+    return head if head and tail.endswith("ep") and tail[:-2].isdigit() else probe
 
 
 def _curve_text(curve: list[int]) -> str:

@@ -16,6 +16,7 @@ from .hinton_mnist_recipes import (
     mean,
     mins,
     num,
+    probe_base,
 )
 from .hinton_mnist_setup import (
     FRACTIONS,
@@ -164,7 +165,8 @@ def _settings_section(add, s: Settings, details: dict[str, Any], times: dict[str
     rows = [
         ["teacher", "784-1200-1200-10 ReLU, dropout 0.5 (hidden) / 0.2 (input), max-norm "
          f"{ta.get('model_args', {}).get('max_norm', s.teacher_max_norm):g} per unit, shifts ≤ ±2 px (recipe "
-         f"`{s.teacher_recipe}`)", f"{_optim_text(t_optim)}, batch {s.batch_size}", ta.get("epochs", s.teacher_epochs)],
+         f"`{s.teacher_recipe}`)", f"{_optim_text(t_optim)}, batch {ta.get('batch_size', s.batch_size)}"
+         + (f", {ta['precision']} autocast" if ta.get("precision") else ""), ta.get("epochs", s.teacher_epochs)],
         ["baseline", "784-800-800-10 ReLU, no dropout / weight decay / shifts",
          f"SGD lr {s.student_lr:g}, momentum 0.9, {s.student_warmup:g}-epoch warm-up, cosine, batch {s.batch_size}",
          s.student_epochs],
@@ -502,11 +504,11 @@ def _shortfalls(summary: dict[str, Any], details: dict[str, Any], s: Settings) -
                        f"distilled students' validation errors changed by {late:+.1f} on average, so "
                        + ("longer student training might still help" if late < -1 else
                           "they had converged: more student epochs would not close the gap")
-                       + "".join(f" (but the `{k}` probe, {v['epochs']} epochs: {v['val_curve'][s.student_epochs - 1]} "
-                                 f"validation errors at epoch {s.student_epochs}, {min(v['val_curve'])} at best, "
-                                 f"{v['test_errors'][0]} test errors)" for k, v in
-                                 (details.get("distilled", {}).get("recipes") or {}).items()
-                                 if v["epochs"] > s.student_epochs) + ".")
+                       + "".join(f" (the `{k}` probe, {v['epochs']} epochs, seed {v['seeds'][0]}: "
+                                 f"{v['val_curve'][s.student_epochs - 1]} validation errors at epoch "
+                                 f"{s.student_epochs}, {min(v['val_curve'])} at best, {v['test_errors'][0]} test "
+                                 "errors)" for k, v in (details.get("distilled", {}).get("recipes") or {}).items()
+                                 if v["epochs"] > s.student_epochs and probe_base(k) == s.student_recipe) + ".")
         cands = candidate_recipes(s, details.get("distilled", {}).get("recipes") or {})
         if len(cands) > 1:
             tried = ", ".join(f"`{k}` {v:.1f}" for k, v in cands.items())
