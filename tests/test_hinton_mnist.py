@@ -300,6 +300,15 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
             "budget (below).") in text, text
     assert "the suite still uses" not in text and "Within the ~120 min budget the recipe used is also" in text, text
     assert "Adam lr 0.001, cosine, batch 256, bf16 autocast | 300 |" in text, text
+    # a tie on validation within the budget keeps the recipe used, and the report names the tie
+    recipes["adam_400ep_bf16_batch256"] = {**rec(35, 400), "wall_time_s": 2600.0, "batch_size": 256}
+    for first in (True, False):  # whichever order the recipes come in
+        order = recipes if first else dict(reversed(list(recipes.items())))
+        lines = []
+        _settings_section(lines.append, s, {"teacher": {"recipes": order}}, {}, 3)
+        text = "\n".join(lines)
+        assert ("Within the ~120 min budget the recipe used is also validation's choice (tied at 35 errors with "
+                "`adam_400ep_bf16_batch256`: a tie keeps the recipe used).") in text, text
 
 
 def test_the_report_checks_the_targets_met_or_missed_by_how_much():

@@ -59,9 +59,12 @@ def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
              "it to follow validation.") + " " + (_curve_text(used["val_curve"]) if used else "") + "\n")
         add(_teacher_budget(s, details, recipes) + "\n")
         if fit:
-            bf = min(fit, key=lambda k: recipes[k]["val_errors"])
+            bf = min(fit, key=lambda k: (recipes[k]["val_errors"], k != s.teacher_recipe))  # ties keep the used
+            tied = [k for k in fit if k != bf and recipes[k]["val_errors"] == recipes[bf]["val_errors"]]
+            tie = (f" (tied at {recipes[bf]['val_errors']} errors with " + ", ".join(f"`{k}`" for k in tied)
+                   + ": a tie keeps the recipe used)") if tied else ""
             add(f"Within the ~{s.teacher_budget_min:.0f} min budget " + (
-                "the recipe used is also validation's choice.\n" if bf == s.teacher_recipe else
+                f"the recipe used is also validation's choice{tie}.\n" if bf == s.teacher_recipe else
                 f"(recipes whose three seeds fit it, perfectly packed): **validation prefers `{bf}`** "
                 f"({recipes[bf]['val_errors']} errors"
                 + (f" vs {used['val_errors']} for `{s.teacher_recipe}`, which does not fit" if used and
