@@ -379,6 +379,7 @@ class StoredTeacher(Teacher):
         super().__init__()
         self.path = Path(path)
         self.is_store = True  # the engine serves it as it is (no second cache of its outputs)
+        self.live = fallback is not None  # by index only, unless a live teacher answers for other inputs
         raw, m = _read_manifest(self.path)
         self.manifest = m
         if expected_member_sha256 is not None:

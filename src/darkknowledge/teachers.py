@@ -47,10 +47,15 @@ def combine_members(member_logits: Tensor, temperature: float, combine: str = "a
 
 
 class Teacher(nn.Module):
-    """Base class: subclasses implement :meth:`member_logits` (``[B, M, C]``)."""
+    """Base class: subclasses implement :meth:`member_logits` (``[B, M, C]``).
+
+    A teacher declares what it can serve instead of being type-tested by the engine: ``live`` is ``True``
+    when it runs a model on any input (so it can label augmented views and evaluation splits), ``False``
+    when it serves outputs stored for the training split's rows, looked up by index only."""
 
     combine: str = "arithmetic"
     num_classes: int | None = None
+    live: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,6 +155,8 @@ class Ensemble(Teacher):
 
 class CachedTeacher(Teacher):
     """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) looked up by dataset index."""
+
+    live = False
 
     def __init__(self, logits: Tensor, combine: str = "arithmetic"):
         super().__init__()
