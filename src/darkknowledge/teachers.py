@@ -12,6 +12,7 @@ Ensembles (Hinton et al. 2015, §2): at temperature ``T`` the arithmetic combina
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -85,6 +86,16 @@ class Teacher(nn.Module):
         if self.combine == "geometric":
             return m.mean(dim=1)
         return torch.log(combine_members(m, 1.0, "arithmetic").clamp_min(1e-30))
+
+    @torch.no_grad()
+    def log_probs(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        """``log p(c | x)`` of the ``T = 1`` distribution, normalised: arithmetic
+        ``logsumexp_m log_softmax(v_m) − log M`` (the log of the mean distribution, without underflow),
+        geometric ``log_softmax(mean_m v_m)`` (§2 of Hinton et al. 2015)."""
+        m = self._members(x, idx)
+        if self.combine == "geometric":
+            return F.log_softmax(m.mean(dim=1), dim=-1)
+        return torch.logsumexp(F.log_softmax(m, dim=-1), dim=1) - math.log(m.shape[1])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(x)

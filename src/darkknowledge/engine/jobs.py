@@ -18,11 +18,29 @@ members) starts only when that job has finished. Executors:
 
 Training is deterministic given its config, so the same jobs give the same records on any executor and
 any number of workers.
+
+**Job kinds.** A job is ``Job(config)`` — :func:`run_cached` — or ``Job(config, kwargs, kind="name")`` for a
+run that needs more than a config (e.g. a student built from another run's weights). A kind is a function
+registered where it is defined::
+
+    @register_job_kind("specialist")
+    def train_specialist(config, *, progress, need_weights, **kwargs) -> dict:   # the run record
+        ...   # cached and resumable like run_cached
+
+The engine never imports an experiment: registering records the function's module in the registry, and a
+``Job`` of that kind carries the module's name (``Job.module``, filled in from the registry when the job is
+made). A spawned worker (or a Ray task) that does not know the kind imports ``Job.module`` — which registers
+it — and then looks the kind up, so a kind must be registered at import time of a module importable by
+name (not in ``__main__``).
+
+:func:`cached_eval` caches an evaluation of a finished run in ``<out_dir>/eval.json``, tied to its record.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
+import importlib
 import json
 import logging
 import multiprocessing as mp
@@ -39,7 +57,8 @@ from ..config import TrainConfig, same_config, validate
 from ..utils import atomic_write_json
 from .train import train
 
-__all__ = ["Job", "JobsFailedError", "run_cached", "finished_record", "run_job", "run_jobs", "make_executor",
+__all__ = ["Job", "JobsFailedError", "run_cached", "finished_record", "cached_eval", "register_job_kind", "job_kinds",
+           "run_job", "run_jobs", "make_executor",
            "SerialExecutor", "LocalExecutor", "RayExecutor", "EXECUTORS", "cpu_count"]
 
 log = logging.getLogger(__name__)
@@ -116,22 +135,79 @@ def _without_timing(old_epochs: Any, new: dict[str, Any]) -> Any:
             for o, n in zip(old_epochs, new_epochs)]
 
 
+def cached_eval(out_dir: str | Path, key: str, compute: Callable[[], dict[str, Any]],
+                version: int = 1) -> dict[str, Any]:
+    """``compute()`` (a JSON-able evaluation of the run in ``out_dir``), cached in ``<out_dir>/eval.json``.
+
+    The cache entry is tied to the sha256 of the run's ``run.json``, so a retrained run is re-evaluated,
+    and to ``version``, which a caller bumps when the evaluation itself changes; a committed cache lets a
+    fresh clone re-render reports without the (uncommitted) weights.
+    """
+    out_dir = Path(out_dir)
+    digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
+    path = out_dir / "eval.json"
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    entry = cache.get(key)
+    if (isinstance(entry, dict) and entry.get("run_sha256") == digest and entry.get("version", 1) == version
+            and "value" in entry):
+        return entry["value"]
+    value = compute()  # may retrain the run (to get its weights back), so hash run.json afresh
+    digest = hashlib.sha256((out_dir / "run.json").read_bytes()).hexdigest()
+    cache[key] = {"run_sha256": digest, "version": version, "value": value}
+    atomic_write_json(path, cache)
+    return value
+
+
 # --------------------------------------------------------------------------- jobs
+
+#: kind → (the function that runs it, the module that registered it)
+_KINDS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {}
+TRAIN = "train"  # the built-in kind: run_cached(config)
+
+
+def register_job_kind(name: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register ``fn(config, *, progress, need_weights, **kwargs) -> run record`` as job kind ``name``."""
+    def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        prev = _KINDS.get(name)
+        if name == TRAIN or (prev and (prev[1], prev[0].__qualname__) != (fn.__module__, fn.__qualname__)):
+            raise ValueError(f"job kind {name!r} is already registered (by {prev[1] if prev else 'the engine'})")
+        _KINDS[name] = (fn, fn.__module__)
+        return fn
+
+    return deco
+
+
+def job_kinds() -> dict[str, str]:
+    """The registered kinds and the modules that registered them."""
+    return {k: mod for k, (_, mod) in _KINDS.items()}
 
 
 @dataclass
 class Job:
     """One run: its config (a dict, as for :func:`~darkknowledge.config.validate`) and ``train()`` keywords
     (JSON-able, e.g. ``{"track_test": True}``). ``need_weights``: make sure ``best.safetensors`` exists
-    (set by :func:`run_jobs` on a job another pending job distils from)."""
+    (set by :func:`run_jobs` on a job another pending job distils from). ``kind``: ``"train"``
+    (:func:`run_cached`) or a kind registered with :func:`register_job_kind`, whose ``kwargs`` it receives;
+    ``module``: the module that registers ``kind`` (filled in from the registry)."""
 
     config: dict[str, Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     need_weights: bool = False
-    #: ``"package.module:function"`` called as ``function(config, progress=..., need_weights=..., **kwargs)``
-    #: instead of :func:`run_cached` — for a run that needs more than a config (e.g. a student built from
-    #: another run's weights); it must return the run record and be cached and resumable like ``run_cached``
+    #: LEGACY, to be removed when hinton-specialists is on registered kinds: ``"package.module:function"``
     fn: str | None = None
+    kind: str = TRAIN
+    module: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != TRAIN and self.module is None:
+            if self.kind not in _KINDS:
+                raise ValueError(f"unknown job kind {self.kind!r}; registered: {', '.join(sorted(_KINDS)) or 'none'}")
+            self.module = _KINDS[self.kind][1]
 
     @property
     def out_dir(self) -> str:
@@ -142,14 +218,22 @@ class Job:
         return list((self.config.get("distill") or {}).get("teachers") or [])
 
 
+def _kind_fn(job: Job) -> Callable[..., dict[str, Any]]:
+    if job.kind not in _KINDS and job.module is not None:
+        importlib.import_module(job.module)  # a spawned worker: the module registers its kinds on import
+    if job.kind not in _KINDS:
+        raise ValueError(f"job kind {job.kind!r} is not registered (module {job.module!r})")
+    return _KINDS[job.kind][0]
+
+
 def run_job(job: Job, progress: bool = False) -> dict[str, Any]:
     """Run one job (in a worker or here) and return its run record."""
-    if job.fn is not None:
-        import importlib
-
+    if job.fn is not None:  # LEGACY import string, see Job.fn
         mod, _, name = job.fn.partition(":")
         return getattr(importlib.import_module(mod), name)(job.config, progress=progress,
                                                           need_weights=job.need_weights, **job.kwargs)
+    if job.kind != TRAIN:
+        return _kind_fn(job)(job.config, progress=progress, need_weights=job.need_weights, **job.kwargs)
     return run_cached(job.config, progress=progress, need_weights=job.need_weights, **job.kwargs)
 
 

@@ -1,7 +1,12 @@
-"""Reproduction experiments, each a thin config over the library, registered by name.
+"""Reproduction experiments, each a thin file over the library, registered by name.
 
-``darkknowledge reproduce NAME`` looks the name up here. Each experiment writes
-``results/<name>/summary.json`` (metric → mean/std/n/values), its run records and ``report.md``.
+``darkknowledge reproduce NAME`` looks the name up here. An experiment is an
+:class:`~darkknowledge.engine.stages.Experiment` (settings, stages, report template) registered with
+``register_experiment(Experiment(...))`` and run by :func:`~darkknowledge.engine.stages.run_experiment`; it
+writes ``results/<name>/summary.json`` (metric → mean/std/n/values), its run records and ``report.md``.
+
+LEGACY (to be removed once every experiment is an ``Experiment``): ``@register_experiment(name)`` on a
+``run(out, data_dir, quick, ...)`` function, wrapped in :class:`~darkknowledge.report.preserve_results`.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register_experiment", "get_experiment", "list_experiments"]
 
-_EXPERIMENTS: dict[str, Callable[..., Any]] = {}
+_EXPERIMENTS: dict[str, Any] = {}
 # modules imported lazily so that `import darkknowledge` stays light
 _MODULES = {"demo": ".demo", "demo-digits": ".demo", "hinton-mnist": ".hinton_mnist", "hinton-speech": ".hinton_speech",
             "hinton-specialists": ".hinton_specialists",
@@ -23,9 +29,15 @@ _MODULES = {"demo": ".demo", "demo-digits": ".demo", "hinton-mnist": ".hinton_mn
             "subclass-ablation": ".subclass_ablation"}
 
 
-def register_experiment(name: str, module: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_experiment(exp: Any, module: str | None = None) -> Any:
+    """``register_experiment(Experiment(...))`` registers and returns it; LEGACY: ``register_experiment(name)``
+    is a decorator for a ``run`` function."""
+    if not isinstance(exp, str):
+        _EXPERIMENTS[exp.name] = exp
+        return exp
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _EXPERIMENTS[name] = fn
+        _EXPERIMENTS[exp] = fn
         return fn
 
     return deco
@@ -35,18 +47,40 @@ def list_experiments() -> list[str]:
     return sorted(set(_MODULES) | set(_EXPERIMENTS))
 
 
+def _runner(exp: Any) -> Callable[..., Any]:
+    """``run(out, data_dir, quick, [seeds], only, progress, pool)`` for an Experiment; its signature says
+    which options it takes (the CLI refuses the others)."""
+    from ..engine.stages import run_experiment
+
+    def run(out: str | Path = f"results/{exp.name}", data_dir: str | None = None, quick: bool = False,
+            seeds: int | None = None, only: str | None = None, progress: bool = True,
+            pool: dict[str, Any] | None = None) -> dict[str, Any]:
+        return run_experiment(exp, out, data_dir, quick, seeds, only, progress, pool)
+
+    sig = inspect.signature(run)
+    if not exp.seeds_option:
+        run.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "seeds"])
+    if len(exp.stages) < 2:
+        sig = getattr(run, "__signature__", sig)
+        run.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "only"])
+    run.__doc__ = f"Run the {exp.name} experiment (darkknowledge.engine.stages.run_experiment)."
+    return run
+
+
 def get_experiment(name: str) -> Callable[..., Any]:
-    """The experiment's ``run`` function, wrapped so that a failing run leaves its results folder's
-    summary, report and figures as they were (:class:`~.runner.preserve_results`)."""
+    """The experiment's ``run`` function. A legacy ``run`` is wrapped so that a failing run leaves its results
+    folder's summary, report and figures as they were (:class:`~darkknowledge.report.preserve_results`)."""
     if name not in _EXPERIMENTS and name in _MODULES:
         importlib.import_module(_MODULES[name], __name__)
     if name not in _EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")
     fn = _EXPERIMENTS[name]
+    if not callable(fn):
+        return _runner(fn)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from .runner import preserve_results
+        from ..report import preserve_results
 
         bound = inspect.signature(fn).bind(*args, **kwargs)
         bound.apply_defaults()

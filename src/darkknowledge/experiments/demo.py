@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..data import DatasetNotFoundError, load_dataset
-from ..report import fmt, markdown_table, provenance, write_report, write_summary
-from ..utils import atomic_write_json
+from ..engine.jobs import Job, run_jobs
+from ..engine.stages import Context, Experiment, Outcome, Stage
+from ..report import Results, SummaryView, fmt, markdown_table, provenance, render, summarize
 from . import register_experiment
-from .runner import run_cached
 
-__all__ = ["run_demo", "reference", "demo_configs", "pick_dataset", "REFERENCE_DIRS"]
+__all__ = ["run_demo", "demo_configs", "pick_dataset", "REFERENCE_DIRS", "DEMO", "DEMO_DIGITS"]
 
 TRANSFER_FRACTION = 0.2  # the students' share of the training split
 MODELS = ("teacher", "baseline", "distilled")
@@ -80,10 +81,8 @@ def pick_dataset(data_dir: str | None) -> str:
         return "digits"
 
 
-def _train_seed(dataset: str, runs: Path, seed: int, quick: bool, data_dir: str | None,
-                progress: bool) -> dict[str, dict[str, Any]]:
-    cfgs = demo_configs(dataset, runs, seed, quick, data_dir)
-    return {k: run_cached(c, progress=progress) for k, c in cfgs.items()}
+def _jobs(dataset: str, runs: Path, seed: int, quick: bool, data_dir: str | None) -> list[Job]:
+    return [Job(c) for c in demo_configs(dataset, runs, seed, quick, data_dir).values()]
 
 
 def _values(recs: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -98,55 +97,61 @@ def _values(recs: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- the reference runs
 
+REFERENCE_REPORT = """# darkknowledge demo — reference runs ({dataset}{quick})
 
-def reference(out: str | Path, data_dir: str | None = None, quick: bool = False, seeds: int = 3,
-              progress: bool = True, dataset: str = "mnist") -> dict[str, Any]:
-    """Train (or reuse) ``seeds`` seeds of the demo on ``dataset``; write summary, report and provenance."""
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
-    t0 = time.perf_counter()
-    if dataset == "mnist":
-        load_dataset("mnist", data_dir)  # a clear error now rather than after creating the folder
-    out = Path(out) / ("quick" if quick else "")
-    per_seed = [_train_seed(dataset, out / "runs", k, quick, data_dir, progress) for k in range(seeds)]
+Command: `{prov[command]}`. Commit `{prov[git_commit]}`; {prov[machine][cpu]}; training time \
+{prov[runs_wall_time_s]:.0f} s over {runs} runs. `darkknowledge demo` compares itself with these numbers.
+
+{table}
+
+The distilled student beats the label-trained one in {wins} of {seeds} seeds (mean accuracy \
+{S.distilled_accuracy[mean]:.2%} vs {S.baseline_accuracy[mean]:.2%}).
+"""
+
+
+def _reference_runs(dataset: str, ctx: Context) -> list[Job]:
+    return [j for k in ctx.seeds for j in _jobs(dataset, ctx.out / "runs", k, ctx.quick, ctx.data_dir)]
+
+
+def _reference_values(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
     values: dict[str, list[float]] = {}
-    for recs in per_seed:
-        for k, v in _values(recs).items():
+    for i in range(0, len(recs), len(MODELS)):
+        for k, v in _values(dict(zip(MODELS, recs[i:i + len(MODELS)]))).items():
             values.setdefault(k, []).append(v)
-    summary = write_summary(out, values)
-    cmd = f"darkknowledge reproduce demo{'-digits' if dataset == 'digits' else ''} --seeds {seeds}" + \
-          (" --quick" if quick else "")
-    prov = provenance(cmd, time.perf_counter() - t0, list(range(seeds)))
-    prov["runs_wall_time_s"] = sum(r["wall_time_s"] for recs in per_seed for r in recs.values())
-    prov["runs_cpu_time_s"] = sum(r.get("cpu_time_s", 0.0) for recs in per_seed for r in recs.values())
-    prov["settings"] = demo_configs(dataset, Path("runs"), 0, quick, None)
-    atomic_write_json(out / "provenance.json", prov)
-    rows = [[m, fmt(summary[f"{m}_errors"], 1), fmt(summary[f"{m}_accuracy"], 2, 100)] for m in MODELS]
+    return Outcome(values)
+
+
+def _reference_report(dataset: str, ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
     d, b = summary["distilled_accuracy"]["values"], summary["baseline_accuracy"]["values"]
-    wins = sum(x > y for x, y in zip(d, b))
-    write_report(out, f"# darkknowledge demo — reference runs ({dataset}{', quick' if quick else ''})\n\n"
-                 f"Command: `{cmd}`. Commit `{prov['git_commit']}`; {prov['machine'].get('cpu')}; training time "
-                 f"{prov['runs_wall_time_s']:.0f} s over {3 * seeds} runs. `darkknowledge demo` compares itself with "
-                 "these numbers.\n\n"
-                 + markdown_table(["model", "test errors", "test accuracy %"], rows)
-                 + f"\n\nThe distilled student beats the label-trained one in {wins} of {seeds} seeds "
-                 f"(mean accuracy {100 * summary['distilled_accuracy']['mean']:.2f}% vs "
-                 f"{100 * summary['baseline_accuracy']['mean']:.2f}%).\n")
-    return summary
+    rows = [[m, fmt(summary[f"{m}_errors"], 1), fmt(summary[f"{m}_accuracy"], 2, 100)] for m in MODELS]
+    return render(REFERENCE_REPORT, dataset=dataset, quick=", quick" if ctx.quick else "",
+                  prov=prov, runs=3 * len(ctx.seeds), seeds=len(ctx.seeds), wins=sum(x > y for x, y in zip(d, b)),
+                  table=markdown_table(["model", "test errors", "test accuracy %"], rows), S=SummaryView(summary))
 
 
-@register_experiment("demo")
-def reference_mnist(out: str | Path = "results/demo", data_dir: str | None = None, quick: bool = False,
-                    seeds: int = 3, progress: bool = True) -> dict[str, Any]:
-    """The MNIST reference runs of ``darkknowledge demo``."""
-    return reference(out, data_dir, quick, seeds, progress, "mnist")
+def _reference_provenance(dataset: str, ctx: Context) -> dict[str, Any]:
+    recs = ctx.records.values()
+    return {"runs_wall_time_s": sum(r["wall_time_s"] for r in recs),
+            "runs_cpu_time_s": sum(r.get("cpu_time_s", 0.0) for r in recs),
+            "settings": demo_configs(dataset, Path("runs"), 0, ctx.quick, None)}
 
 
-@register_experiment("demo-digits")
-def reference_digits(out: str | Path = "results/demo-digits", data_dir: str | None = None, quick: bool = False,
-                     seeds: int = 3, progress: bool = True) -> dict[str, Any]:
-    """The digits reference runs of ``darkknowledge demo`` (the embedded default: no files, no network)."""
-    return reference(out, data_dir, quick, seeds, progress, "digits")
+def _check_mnist(data_dir: str | None) -> None:
+    load_dataset("mnist", data_dir)  # a clear error now rather than after creating the folder
+
+
+def _reference(name: str, dataset: str) -> Experiment:
+    """The reference runs of ``darkknowledge demo`` on ``dataset``: ``--seeds`` seeds (default 3) of its three
+    runs; ``--quick`` writes into ``<out>/quick``."""
+    return Experiment(
+        name, settings=lambda quick: None, default_seeds=lambda s: 3,
+        stages=[Stage("runs", partial(_reference_runs, dataset), _reference_values)],
+        report=partial(_reference_report, dataset), folder=lambda out, quick: out / ("quick" if quick else ""),
+        check=_check_mnist if dataset == "mnist" else None, extra_provenance=partial(_reference_provenance, dataset))
+
+
+DEMO = register_experiment(_reference("demo", "mnist"))
+DEMO_DIGITS = register_experiment(_reference("demo-digits", "digits"))
 
 
 # --------------------------------------------------------------------------- the demo itself
@@ -184,15 +189,30 @@ def _agrees(x: float, ref: dict[str, Any], n_test: int) -> str:
     return "yes" if ok else f"**no** ({(x - ref['mean']) / max(ref['std'], 1e-12):+.1f} std)"
 
 
+DEMO_REPORT = """# darkknowledge demo ({dataset}{quick})
+
+{quick_note}{setup}
+
+{table}
+
+{verdict} {refnote} Seed {seed}; epochs selected on the validation split; the test set is used only for this \
+table. Training wall time {prov[runs_wall_time_s]:.0f} s; commit {prov[git_commit]}.
+
+![test errors and the teacher's soft targets](demo.png)
+"""
+
+
 def run_demo(out: str | Path | None = None, data_dir: str | None = None, quick: bool = False, seed: int = 0,
              progress: bool = True, dataset: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Train the demo's three models into a fresh folder, print the table, write report and figure."""
     t0 = time.perf_counter()
     dataset = dataset or pick_dataset(data_dir)
     out = Path(out) if out is not None else _fresh_dir(Path("runs/demo"), resume)
-    recs = _train_seed(dataset, out / "runs", seed, quick, data_dir, progress)
+    recs = dict(zip(MODELS, run_jobs(_jobs(dataset, out / "runs", seed, quick, data_dir), progress=progress)))
     values = _values(recs)
-    summary = write_summary(out, {k: [v] for k, v in values.items()})
+    res = Results(out)
+    summary = summarize({k: [v] for k, v in values.items()})
+    res.write_json("summary.json", summary)
     ref_dir, ref = _find_reference(dataset, quick)
     n_test = int(recs["baseline"]["final"]["test"]["n"])
     rows = []
@@ -204,27 +224,24 @@ def run_demo(out: str | Path | None = None, data_dir: str | None = None, quick: 
     table = markdown_table(["model", f"test errors (of {n_test})", "accuracy %", "reference accuracy % (mean ± std)",
                             "agrees within seed noise"], rows)
     ahead = values["distilled_accuracy"] > values["baseline_accuracy"]
-    wall = time.perf_counter() - t0
-    prov = provenance(f"darkknowledge demo{' --quick' if quick else ''}", wall, [seed])
-    prov["runs_wall_time_s"] = sum(r["wall_time_s"] for r in recs.values())
-    atomic_write_json(out / "provenance.json", prov)
     from .demo_figure import demo_figure
 
-    demo_figure(out / "demo.png", recs, values, ref, dataset, data_dir)
-    n_transfer = recs["baseline"]["dataset"]["train"]
-    setup = (f"Dataset: {dataset}. Teacher: {recs['teacher']['dataset']['train']} training images with random "
-             f"shifts; both students: the same {n_transfer}-image transfer set ({TRANSFER_FRACTION:.0%} of the "
-             f"training split), no shifts; the distilled one at T = "
-             f"{recs['distilled']['config']['distill']['temperature']:g}.")
-    verdict = (f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one "
-               f"({int(values['distilled_errors'])} vs {int(values['baseline_errors'])} test errors).")
-    refnote = (f"Reference: `{ref_dir}` ({ref['teacher_accuracy']['n']} seeds)." if ref else
-               "No committed reference runs found for this dataset and mode.")
-    quick_note = "**QUICK MODE**: a few epochs; the numbers check the pipeline, not the method.\n\n" if quick else ""
-    write_report(out, f"# darkknowledge demo ({dataset}{', quick' if quick else ''})\n\n{quick_note}{setup}\n\n"
-                 f"{table}\n\n{verdict} {refnote} Seed {seed}; epochs selected on the validation split; the test "
-                 f"set is used only for this table. Training wall time {prov['runs_wall_time_s']:.0f} s; commit "
-                 f"{prov['git_commit']}.\n\n![test errors and the teacher's soft targets](demo.png)\n")
-    print("\n" + quick_note.replace("**", "") + setup + "\n\n" + table + "\n")
-    print(f"{verdict} {refnote}\nResults in {out}/ (report.md, demo.png; wall time {wall:.0f} s).")
+    demo_figure(res.path("demo.png"), recs, values, ref, dataset, data_dir)
+    prov = provenance(f"darkknowledge demo{' --quick' if quick else ''}", time.perf_counter() - t0, [seed])
+    prov["runs_wall_time_s"] = sum(r["wall_time_s"] for r in recs.values())
+    fields = dict(
+        dataset=dataset, quick=", quick" if quick else "", seed=seed, table=table,
+        quick_note="**QUICK MODE**: a few epochs; the numbers check the pipeline, not the method.\n\n" if quick else "",
+        setup=(f"Dataset: {dataset}. Teacher: {recs['teacher']['dataset']['train']} training images with random "
+               f"shifts; both students: the same {recs['baseline']['dataset']['train']}-image transfer set "
+               f"({TRANSFER_FRACTION:.0%} of the training split), no shifts; the distilled one at T = "
+               f"{recs['distilled']['config']['distill']['temperature']:g}."),
+        verdict=(f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one "
+                 f"({int(values['distilled_errors'])} vs {int(values['baseline_errors'])} test errors)."),
+        refnote=(f"Reference: `{ref_dir}` ({ref['teacher_accuracy']['n']} seeds)." if ref else
+                 "No committed reference runs found for this dataset and mode."))
+    res.commit(prov, lambda p: render(DEMO_REPORT, prov=p, **fields))
+    print("\n" + fields["quick_note"].replace("**", "") + fields["setup"] + "\n\n" + table + "\n")
+    print(f"{fields['verdict']} {fields['refnote']}\nResults in {out}/ (report.md, demo.png; wall time "
+          f"{time.perf_counter() - t0:.0f} s).")
     return summary

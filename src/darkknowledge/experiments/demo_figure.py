@@ -12,6 +12,7 @@ import torch
 from ..data import load_dataset
 from ..losses import soft_targets
 from ..models import load_model
+from ..report import pyplot, save_figure
 
 __all__ = ["demo_figure"]
 
@@ -20,11 +21,7 @@ TEMPERATURES = (1.0, 4.0, 20.0)
 
 def demo_figure(path: Path, recs: dict[str, dict[str, Any]], values: dict[str, float], ref: dict[str, Any] | None,
                 dataset: str, data_dir: str | None, n_images: int = 3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     teacher = load_model(Path(recs["teacher"]["config"]["out_dir"]) / "best.safetensors").eval()
     test = load_dataset(dataset, data_dir, val_size=0).test
     with torch.no_grad():
@@ -71,5 +68,4 @@ def demo_figure(path: Path, recs: dict[str, dict[str, Any]], values: dict[str, f
             bars.legend(fontsize=7)
     fig.suptitle("darkknowledge demo: errors, and the dark knowledge in the teacher's soft targets", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
