@@ -72,3 +72,31 @@ def test_rerun_reuses_every_run(quick, monkeypatch):
     monkeypatch.setattr(jobs, "train", boom)
     again = get_experiment("hinton-speech")(out=out, data_dir=data_dir, quick=True, progress=False)
     assert again == summary
+
+
+@pytest.mark.parametrize("combine", ["arithmetic", "geometric"])
+def test_ensemble_log_probs_against_numpy(combine):
+    """``Teacher.log_probs`` (the frame posteriors the WER is decoded from) against the §2 formulas in float64:
+    arithmetic log mean_m softmax(v_m), geometric log softmax(mean_m v_m); normalised either way."""
+    import torch
+
+    from darkknowledge.teachers import Ensemble
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 3) for _ in range(3)]
+    x = torch.randn(5, 4) * 20  # large logits: the naive log of a mean of softmaxes would underflow
+    v = np.stack([m(x).detach().double().numpy() for m in models], 1)  # [N, M, C]
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    if combine == "arithmetic":
+        ls = log_softmax(v)
+        top = ls.max(1, keepdims=True)
+        want = (top + np.log(np.exp(ls - top).mean(1, keepdims=True)))[:, 0]
+    else:
+        want = log_softmax(v.mean(1))
+    got = Ensemble(models, combine).log_probs(x).double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(np.exp(got).sum(1), 1.0, atol=1e-5)

@@ -13,8 +13,9 @@ import pytest
 from darkknowledge.cli import main
 from darkknowledge.config import ConfigError, validate
 from darkknowledge.engine.fanout import parse_grid, split_values, sweep, train_ensemble
-from darkknowledge.engine.jobs import Job, JobsFailedError, LocalExecutor, make_executor, run_jobs
+from darkknowledge.engine.jobs import Job, JobsFailedError, LocalExecutor, make_executor, register_job_kind, run_jobs
 from darkknowledge.teachers import ManifestError, teacher_files
+from darkknowledge.utils import atomic_write_json
 
 
 def _cfg(out: Path, seed: int = 1, **kw) -> dict:
@@ -171,3 +172,39 @@ def test_ray_executor_two_tiny_jobs(tmp_path):
         ray.shutdown()
     serial = run_jobs([Job(_cfg(tmp_path / f"l{k}", seed=k)) for k in range(2)], progress=False)
     assert [r["final"] for r in recs] == [r["final"] for r in serial]
+
+
+# --------------------------------------------------------------------------- registered job kinds
+
+
+@register_job_kind("test-jobs-fake")
+def _fake_run(config, *, progress, need_weights, errors: int) -> dict:
+    """A "run" that only writes its record."""
+    rec = {"config": validate(config).model_dump(), "final": {"test": {"errors": errors}}}
+    atomic_write_json(Path(config["out_dir"]) / "run.json", rec)
+    return rec
+
+
+def _fake_cfg(out: Path, k: int) -> dict:
+    return {"name": f"w{k}", "seed": k, "epochs": 1, "model": {"name": "mlp", "args": {"in_features": 64}},
+            "data": {"dataset": "digits"}, "out_dir": str(out / f"w{k}")}
+
+
+@pytest.mark.slow  # two spawned workers importing torch: ~10 s
+def test_a_registered_kind_runs_in_a_spawned_worker(tmp_path):
+    """The workers have never imported this module: each Job names it (``Job.module``) and the worker imports
+    it, which registers the kind."""
+    jobs = [Job(_fake_cfg(tmp_path, k), {"errors": k}, kind="test-jobs-fake") for k in range(2)]
+    assert jobs[0].module == __name__
+    recs = run_jobs(jobs, workers=2, progress=False)
+    assert [r["final"]["test"]["errors"] for r in recs] == [0, 1]
+    assert run_jobs(jobs, progress=False) == recs  # finished: not run again
+
+
+def test_unknown_or_twice_registered_job_kinds_are_refused():
+    with pytest.raises(ValueError, match="unknown job kind 'nope'"):
+        Job({"out_dir": "x"}, kind="nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_job_kind("test-jobs-fake")(lambda config, **kw: {})
+    with pytest.raises(ValueError, match="already registered"):
+        register_job_kind("train")(lambda config, **kw: {})

@@ -114,7 +114,8 @@ class Experiment:
     ``settings(quick) -> settings``; ``stages``; ``report(ctx, summary, provenance) -> markdown``;
     ``figures(ctx, results)`` writes figures to ``results.path(name)``; ``summary_keys``: the order (and
     choice) of summary.json's keys (default: every value, in the order collected); ``default_seeds(settings)
-    -> n``; ``seeds_option``: whether ``--seeds`` is accepted; ``folder(out, quick) -> results folder``;
+    -> n``; ``options``: the ``reproduce`` options it takes, of ``seeds``, ``only``, ``workers`` (the job pool:
+    ``--workers``, ``--executor``); ``folder(out, quick) -> results folder``;
     ``check(data_dir)``: raises a clear error before anything is written (e.g. missing data);
     ``extra_provenance(ctx) -> dict``: fields added to provenance.json."""
 
@@ -125,7 +126,7 @@ class Experiment:
     figures: Callable[[Context, Results], None] | None = None
     summary_keys: Sequence[str] | None = None
     default_seeds: Callable[[Any], int] = lambda s: 1
-    seeds_option: bool = True
+    options: frozenset[str] = frozenset({"seeds", "only", "workers"})
     folder: Callable[[Path, bool], Path] = lambda out, quick: out
     check: Callable[[str | None], None] | None = None
     extra_provenance: Callable[[Context], dict[str, Any]] | None = None
@@ -165,8 +166,9 @@ def run_experiment(exp: Experiment, out: str | Path, data_dir: str | None = None
                    pool: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or re-render) ``exp`` into ``out``; returns the summary. See the module docstring."""
     t0 = time.perf_counter()
-    if seeds is not None and not exp.seeds_option:
-        raise ValueError(f"experiment {exp.name!r} takes no --seeds — run it without --seeds")
+    for opt, value in (("seeds", seeds), ("only", only), ("workers", pool)):
+        if value is not None and opt not in exp.options:
+            raise ValueError(f"experiment {exp.name!r} takes no --{opt} — run it without --{opt}")
     if seeds is not None and seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     selected = _selected(exp, only)

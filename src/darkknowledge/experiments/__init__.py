@@ -58,11 +58,8 @@ def _runner(exp: Any) -> Callable[..., Any]:
         return run_experiment(exp, out, data_dir, quick, seeds, only, progress, pool)
 
     sig = inspect.signature(run)
-    if not exp.seeds_option:
-        run.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "seeds"])
-    if len(exp.stages) < 2:
-        sig = getattr(run, "__signature__", sig)
-        run.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "only"])
+    drop = {"seeds", "only"} - set(exp.options) | ({"pool"} if "workers" not in exp.options else set())
+    run.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in drop])
     run.__doc__ = f"Run the {exp.name} experiment (darkknowledge.engine.stages.run_experiment)."
     return run
 

@@ -144,7 +144,7 @@ def _reference(name: str, dataset: str) -> Experiment:
     """The reference runs of ``darkknowledge demo`` on ``dataset``: ``--seeds`` seeds (default 3) of its three
     runs; ``--quick`` writes into ``<out>/quick``."""
     return Experiment(
-        name, settings=lambda quick: None, default_seeds=lambda s: 3,
+        name, settings=lambda quick: None, default_seeds=lambda s: 3, options=frozenset({"seeds"}),
         stages=[Stage("runs", partial(_reference_runs, dataset), _reference_values)],
         report=partial(_reference_report, dataset), folder=lambda out, quick: out / ("quick" if quick else ""),
         check=_check_mnist if dataset == "mnist" else None, extra_provenance=partial(_reference_provenance, dataset))

@@ -316,7 +316,7 @@ def _figures(ctx: Context, res: Results) -> None:
 
 
 EXPERIMENT = register_experiment(Experiment(
-    "hinton-speech", settings=settings_for, default_seeds=lambda s: s.seeds, seeds_option=False,
+    "hinton-speech", settings=settings_for, default_seeds=lambda s: s.seeds, options=frozenset({"only", "workers"}),
     stages=[Stage("table1", table1_jobs, table1, upfront=True),
             Stage("store", store_jobs, store, needs=("table1",)),
             Stage("speakers", speaker_jobs, speakers, needs=("table1",)),
