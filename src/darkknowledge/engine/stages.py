@@ -16,17 +16,32 @@ Outcome(values, details)``). :func:`run_experiment` does the rest, the same for 
 ``--only NAME`` trains the jobs of ``NAME`` and of the stages it ``needs``; every other stage trains nothing
 and is reported with the most seeds ``0..n-1`` whose runs have all finished (left out when none have).
 
-Example — a thin experiment::
+Example — a thin experiment (``experiments/my_exp.py``)::
 
-    def runs(ctx):       # the jobs of a stage: configs on the pool
+    from ..engine.jobs import Job
+    from ..engine.stages import Experiment, Outcome, Stage
+    from ..report import Vs, paper_table, render
+    from . import register_experiment
+
+    PAPER = {"baseline_errors": 146}
+    TEMPLATE = "# My experiment\n\nCommand: `{prov[command]}`.\n\n{table}\n"
+
+    def runs(ctx):                     # which runs: configs on the pool
         return [Job(cfg(ctx, "baseline", k)) for k in ctx.seeds]
 
-    def numbers(ctx, recs):
+    def numbers(ctx, recs):            # finished records -> summary values (+ details)
         return Outcome(values={"baseline_errors": [r["final"]["test"]["errors"] for r in recs]})
 
+    def report(ctx, summary, prov):    # a short template over summary + details
+        rows = [("baseline", Vs("baseline_errors", PAPER["baseline_errors"], digits=1))]
+        return render(TEMPLATE, prov=prov, table=paper_table(["system", "paper", "ours"], rows, summary))
+
     EXPERIMENT = register_experiment(Experiment(
-        "my-exp", settings=lambda quick: Settings(quick), stages=[Stage("baseline", runs, numbers)],
-        report=lambda ctx, summary, prov: render(TEMPLATE, S=SummaryView(summary), prov=prov)))
+        "my-exp", settings=lambda quick: Settings(quick), default_seeds=lambda s: 3,
+        stages=[Stage("baseline", runs, numbers)], report=report))
+
+A run that needs more than a config is a registered job kind (:func:`~.jobs.register_job_kind`), a ``Job``
+with ``kind=``; evaluations of finished runs are cached with :func:`~.jobs.cached_eval`.
 """
 
 from __future__ import annotations
