@@ -95,7 +95,7 @@ def test_mixup_is_the_convex_combination_for_the_returned_lambda_and_pairing():
     assert torch.equal(t.index.sort().values, torch.arange(4000))  # a permutation of the batch
     assert torch.equal(t.y_b, y[t.index])
     lam = t.lam[:, None, None, None]
-    torch.testing.assert_close(out, lam * x + (1 - lam) * x[t.index])
+    assert torch.allclose(out, lam * x + (1 - lam) * x[t.index], atol=1e-6)
     # lambda ~ Beta(alpha, alpha): mean 1/2, variance 1 / (4 (2 alpha + 1)) (kornia's default would be U(0, 1))
     assert abs(t.lam.mean().item() - 0.5) < 0.02
     assert abs(t.lam.var().item() - 1 / (4 * (2 * alpha + 1))) < 0.01
@@ -111,10 +111,24 @@ def test_cutmix_lambda_is_the_kept_area_fraction():
     assert moved.sum() > n - 10
     own = (out == x).float().mean((1, 2, 3))
     partner = (out == x[t.index]).float().mean((1, 2, 3))
-    torch.testing.assert_close(own[moved], t.lam[moved])
-    torch.testing.assert_close(own[moved] + partner[moved], torch.ones(int(moved.sum())))
+    assert torch.allclose(own[moved], t.lam[moved], atol=1e-6)
+    assert torch.allclose(own[moved] + partner[moved], torch.ones(int(moved.sum())), atol=1e-6)
     assert torch.equal(out[~moved], x[~moved])
     assert 0.4 < t.lam.mean().item() < 0.6 and t.lam.min() < 0.2 and t.lam.max() > 0.8  # Beta(1, 1)
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix"])
+def test_a_batch_the_gate_p_skips_is_unchanged_with_lambda_one(name):
+    x, y = torch.rand(32, 1, 6, 6), torch.arange(32)
+    skipped = 0
+    for seed in range(8):
+        out, t = build_augment([{"name": name, "p": 0.5}], (1, 6, 6))(x, y, seed=seed)
+        if torch.equal(out, x):
+            skipped += 1
+            assert torch.equal(t.lam, torch.ones(32))
+        else:
+            assert (t.lam < 1).any()
+    assert 0 < skipped < 8
 
 
 def test_mixed_cross_entropy_is_the_lambda_weighted_ce_and_the_soft_target_ce():
@@ -124,9 +138,9 @@ def test_mixed_cross_entropy_is_the_lambda_weighted_ce_and_the_soft_target_ce():
                      torch.tensor([0.1, 0.5, 0.9, 1.0, 0.0, 0.3]), torch.zeros(6, dtype=torch.long))
     logp = logits.log_softmax(1)
     by_hand = -(t.lam * logp[range(6), t.y_a] + (1 - t.lam) * logp[range(6), t.y_b])
-    torch.testing.assert_close(t.cross_entropy(logits, reduction="none"), by_hand)
-    torch.testing.assert_close(t.cross_entropy(logits), F.cross_entropy(logits, t.soft(5)))
-    torch.testing.assert_close(t.soft(5).sum(1), torch.ones(6))
+    assert torch.allclose(t.cross_entropy(logits, reduction="none"), by_hand, atol=1e-6)
+    assert torch.allclose(t.cross_entropy(logits), F.cross_entropy(logits, t.soft(5)), atol=1e-6)
+    assert torch.allclose(t.soft(5).sum(1), torch.ones(6), atol=1e-6)
     assert torch.equal(t[2:4].y_b, torch.tensor([4, 0]))
 
 

@@ -46,7 +46,7 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.augmentation.random_generator import MixupGenerator
+from kornia.geometry.bbox import infer_bbox_shape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 from torch.distributions import Beta
@@ -166,28 +166,22 @@ class Affine(Augmentation):
 
 
 # ----------------------------------------------------------------------------------------------------- mixing
-class _BetaMixupGenerator(MixupGenerator):
-    """kornia's mixup draws ``lambda ~ U(a, b)``; Zhang et al. (2018) draw ``lambda ~ Beta(alpha, alpha)``."""
-
-    def __init__(self, alpha: float) -> None:
-        super().__init__(None, p=1.0)
-        self.alpha = alpha
-
-    def make_samplers(self, device: torch.device, dtype: torch.dtype) -> None:
-        super().make_samplers(device, dtype)
-        a = torch.tensor(self.alpha, device=device, dtype=dtype)
-        self.lambda_sampler = Beta(a, a)
+Params = dict[str, Tensor]
 
 
-def _mixing(aug: K.MixAugmentationBaseV2, partner_weight: bool) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
-    """Run a kornia mix augmentation with the sample indices as its "labels": its class output is
-    ``(own, partner, lambda)`` per row, where kornia's ``lambda`` is the partner's weight for mixup but the
-    sample's own kept fraction for cutmix (``use_correct_lambda=True``). Returns ``(x, partner, own weight)``."""
+def _mixing(aug: K.MixAugmentationBaseV2, own_weight: Callable[[Params], Tensor],
+            draw: Callable[[torch.Size], Params] | None = None) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """Run a kornia mix augmentation on parameters drawn by ``draw`` (default: its own
+    ``forward_parameters``); return ``(x, partner index, own weight λ)``. Not via kornia's ``"class"`` data key,
+    whose label path loops over the batch in Python (2–4 ms a batch)."""
+    draw = draw or aug.forward_parameters
 
     def run(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        out, info = aug(x, torch.arange(x.shape[0], device=x.device))
-        info = info.reshape(-1, 3).float()  # cutmix: [num_mix = 1, B, 3]
-        return out, info[:, 1].round().long(), (1 - info[:, 2]) if partner_weight else info[:, 2]
+        params = draw(x.shape)
+        pairs = params["mixup_pairs"] if "mixup_pairs" in params else params["mix_pairs"][0]
+        applied = params["batch_prob"] > 0.5  # kornia's batch gate p: all rows or none are mixed
+        lam = torch.where(applied, own_weight(params).float(), 1.0)
+        return aug(x, params=params), pairs.to(x.device), lam.to(x.device)
 
     return run
 
@@ -195,8 +189,8 @@ def _mixing(aug: K.MixAugmentationBaseV2, partner_weight: bool) -> Callable[[Ten
 @register_augmentation("mixup")
 class Mixup(Augmentation):
     """mixup (Zhang et al. 2018): ``x̃_i = λ_i·x_i + (1 − λ_i)·x_π(i)``, ``λ_i ~ Beta(alpha, alpha)`` per sample,
-    ``π`` a random permutation (``kornia.augmentation.RandomMixUpV2`` with a Beta draw); the whole batch with
-    probability ``p``."""
+    ``π`` a random permutation; the whole batch with probability ``p``. ``kornia.augmentation.RandomMixUpV2``
+    mixes, on parameters whose λ is replaced by the Beta draw (kornia draws it from a uniform range)."""
 
     mixes: ClassVar[bool] = True
     image: ClassVar[bool] = False
@@ -204,9 +198,14 @@ class Mixup(Augmentation):
     p: float = Field(1.0, ge=0, le=1)
 
     def build(self, shape: Shape4) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
-        aug = K.RandomMixUpV2(p=self.p, data_keys=["input", "class"])
-        aug._param_generator = _BetaMixupGenerator(self.alpha)
-        return _mixing(aug, partner_weight=True)
+        aug, beta = K.RandomMixUpV2(p=self.p), Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
+
+        def draw(batch_shape: torch.Size) -> Params:
+            params = aug.forward_parameters(batch_shape)
+            params["mixup_lambdas"] = 1 - beta.sample((batch_shape[0],))  # kornia's λk is the partner's weight
+            return params
+
+        return _mixing(aug, lambda params: 1 - params["mixup_lambdas"], draw)
 
 
 @register_augmentation("cutmix")
@@ -220,8 +219,13 @@ class CutMix(Augmentation):
     p: float = Field(1.0, ge=0, le=1)
 
     def build(self, shape: Shape4) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
-        return _mixing(K.RandomCutMixV2(beta=self.alpha, p=self.p, data_keys=["input", "class"],
-                                        use_correct_lambda=True), partner_weight=False)
+        h, w = shape[1:]
+
+        def kept(params: Params) -> Tensor:  # 1 − box area / image area
+            bw, bh = infer_bbox_shape(params["crop_src"][0])
+            return 1 - bw * bh / (h * w)
+
+        return _mixing(K.RandomCutMixV2(beta=self.alpha, p=self.p, use_correct_lambda=True), kept)
 
 
 # ------------------------------------------------------------------------------------------ speech features
