@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from scipy.stats import chi2_contingency
 
 from darkknowledge.data.augment import (
@@ -249,3 +250,11 @@ def test_a_new_augmentation_is_one_registered_class():
     finally:
         from darkknowledge.data import augment
         augment._REGISTRY.pop("test_negate")
+
+
+def test_the_normalised_spec_is_plain_data_that_parses_back_to_the_same_steps():
+    spec = [{"name": "affine", "degrees": 5, "scale": [0.9, 1.1]}, {"name": "time_mask", "width": 3}]
+    steps = parse_augment(spec)
+    plain = yaml.safe_load(yaml.safe_dump([s.spec() for s in steps]))
+    assert plain[0] == {"name": "affine", "degrees": 5.0, "translate": 0.0, "scale": [0.9, 1.1], "p": 1.0}
+    assert parse_augment(plain) == steps

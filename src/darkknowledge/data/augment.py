@@ -79,7 +79,7 @@ class Augmentation(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         """The config form: ``{"name": ..., **parameters}`` with defaults filled in."""
-        return {"name": self.name, **self.model_dump()}
+        return {"name": self.name, **self.model_dump(mode="json")}
 
 
 _REGISTRY: dict[str, type[Augmentation]] = {}
