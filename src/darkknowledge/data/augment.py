@@ -103,10 +103,6 @@ def list_augmentations() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- images
-def _kornia(aug: K.AugmentationBase2D | K.MixAugmentationBaseV2) -> Callable[[Tensor], Tensor]:
-    return lambda x: aug(x)
-
-
 @register_augmentation("crop")
 class Crop(Augmentation):
     """Pad by ``padding`` pixels, then a random crop of the input's size (``kornia.augmentation.RandomCrop``):
@@ -119,7 +115,7 @@ class Crop(Augmentation):
     def build(self, shape: Shape4) -> Callable[[Tensor], Tensor]:
         if self.padding == 0:
             return lambda x: x
-        return _kornia(K.RandomCrop(shape[1:], padding=self.padding, fill=0, padding_mode=self.padding_mode, p=1.0))
+        return K.RandomCrop(shape[1:], padding=self.padding, fill=0, padding_mode=self.padding_mode, p=1.0)
 
 
 @register_augmentation("shift")
@@ -140,7 +136,7 @@ class HFlip(Augmentation):
     p: float = Field(0.5, ge=0, le=1)
 
     def build(self, shape: Shape4) -> Callable[[Tensor], Tensor]:
-        return _kornia(K.RandomHorizontalFlip(p=self.p))
+        return K.RandomHorizontalFlip(p=self.p)
 
 
 @register_augmentation("affine")
@@ -162,7 +158,7 @@ class Affine(Augmentation):
     def build(self, shape: Shape4) -> Callable[[Tensor], Tensor]:
         t = (self.translate, self.translate) if self.translate else None
         s = self.scale if self.scale != (1.0, 1.0) else None
-        return _kornia(K.RandomAffine(self.degrees, translate=t, scale=s, padding_mode="zeros", p=self.p))
+        return K.RandomAffine(self.degrees, translate=t, scale=s, padding_mode="zeros", p=self.p)
 
 
 # ----------------------------------------------------------------------------------------------------- mixing
@@ -280,7 +276,7 @@ class Noise(Augmentation):
     p: float = Field(1.0, ge=0, le=1)
 
     def build(self, shape: Shape4) -> Callable[[Tensor], Tensor]:
-        return _kornia(K.RandomGaussianNoise(mean=0.0, std=self.std, p=self.p))
+        return K.RandomGaussianNoise(mean=0.0, std=self.std, p=self.p)
 
 
 # ----------------------------------------------------------------------------------------------------- parse
