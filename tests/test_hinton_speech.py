@@ -31,6 +31,7 @@ def test_registered():
     assert "hinton-speech" in list_experiments()
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_quick_summary_is_consistent_with_its_records(quick):
     out, data_dir, summary = quick
     assert set(summary) <= set(SUMMARY_KEYS) and set(SUMMARY_KEYS) - set(summary) <= {"wer_gain_kept"}
@@ -62,6 +63,7 @@ def test_quick_summary_is_consistent_with_its_records(quick):
         assert (out / f).stat().st_size > 1000
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_rerun_reuses_every_run(quick, monkeypatch):
     out, data_dir, summary = quick
     import darkknowledge.engine.jobs as jobs

@@ -45,6 +45,7 @@ def pooled(tmp_path_factory):
     return tmp, run_jobs(_jobs(tmp), "local", workers=2, progress=False)
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_pool_gives_the_serial_records(pooled, tmp_path):
     tmp, recs = pooled
     serial = run_jobs(_jobs(tmp_path), "local", workers=1, progress=False)
@@ -56,6 +57,7 @@ def test_pool_gives_the_serial_records(pooled, tmp_path):
     assert student["teacher_sha256"] == [sha256_file(teacher_file)]
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_finished_jobs_are_skipped(pooled):
     tmp, recs = pooled
     stamps = {p: p.stat().st_mtime_ns for p in tmp.rglob("run.json")}
@@ -64,6 +66,7 @@ def test_finished_jobs_are_skipped(pooled):
     assert {p: p.stat().st_mtime_ns for p in tmp.rglob("run.json")} == stamps
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_failures_are_reported_after_the_rest_ran(tmp_path):
     bad_teacher = _cfg(tmp_path / "bad", seed=2, data={"dataset": "synthetic", "val_size": 500, "fraction": 0.1,
                                                      "format": "npz", "files": {"train": str(tmp_path / "no.npz"),
@@ -87,6 +90,7 @@ os.kill(os.getpid(), 9)  # the parent dies without shutting its pool down (SIGKI
 """
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_pool_workers_exit_when_the_parent_dies():
     """A killed ``sweep`` or ``reproduce --workers N`` must not leave its workers training on as orphans."""
     import subprocess
@@ -119,6 +123,7 @@ def test_bad_job_sets_are_refused_before_anything_runs(tmp_path):
         LocalExecutor(0)
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_ensemble_manifest_is_a_teacher_and_refuses_changed_members(tmp_path):
     m = train_ensemble(validate(_cfg(tmp_path / "x")), 2, tmp_path / "ens", workers=2, progress=False)
     assert [r["seed"] for r in m["members"]] == [1, 2]
@@ -150,6 +155,7 @@ def test_grid_parsing():
         split_values("[1,2")
 
 
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_sweep_runs_every_cell_and_picks_on_validation(tmp_path):
     res = sweep(validate(_cfg(tmp_path / "x")), ["model.args.hidden=[8],[32]", "optim.lr=0.01,0.1"],
                 tmp_path / "sw", workers=2, progress=False)
@@ -163,6 +169,7 @@ def test_sweep_runs_every_cell_and_picks_on_validation(tmp_path):
 
 
 @pytest.mark.skipif(os.environ.get("DARKKNOWLEDGE_SKIP_RAY") == "1", reason="Ray test disabled")
+@pytest.mark.slow  # end-to-end tier: spawned workers / real runs
 def test_ray_executor_two_tiny_jobs(tmp_path):
     ray = pytest.importorskip("ray")
     jobs = [Job(_cfg(tmp_path / f"r{k}", seed=k)) for k in range(2)]

@@ -85,6 +85,7 @@ def test_missing_dataset_error_names_places(tmp_path, monkeypatch):
     assert "--data-dir" in msg and "DARKKNOWLEDGE_DATA" in msg
 
 
+@pytest.mark.slow  # end-to-end tier: the quick demo
 def test_demo_quick_on_digits_trains_and_compares(tmp_path, monkeypatch):
     """The demo trains every time into a fresh folder under runs/demo (never into the repository), writes its
     report and figure, and compares itself with the committed reference runs."""
