@@ -74,7 +74,7 @@ def test_full_store_round_trip_equals_fp16_logits(setup):
     m = json.loads((d / "kNone" / "manifest.json").read_text())
     assert (m["rows"], m["classes"], m["members"], m["k"], m["dtype"]) == (N, C, M, None, "float16")
     assert len(m["shards"]) == 3 and [s["rows"] for s in m["shards"]] == [256, 256, 188]
-    assert m["member_sha256"] == [dk.cache.state_sha256(mm) for mm in t.members] and m["combine"] == "arithmetic"
+    assert m["member_sha256"] == [dk.store.state_sha256(mm) for mm in t.members] and m["combine"] == "arithmetic"
     assert np.load(d / "kNone" / m["shards"][0]["files"]["logits"]["file"], mmap_mode="r").dtype == np.float16
 
 
@@ -316,8 +316,8 @@ def _cfg(out: Path, cache: bool) -> dict:
 @pytest.mark.parametrize("cache", [False, True])
 def test_training_from_a_store_equals_training_from_the_live_teacher(tmp_path, cache):
     """idx from the engine are positions in splits.train; the store is written over splits.train.x (then the
-    validation and test inputs, for the engine's teacher metrics). With the engine's own cache the stored
-    teacher is read by content instead."""
+    validation and test inputs, for the engine's teacher metrics). With ``distill.cache`` on, the live teacher's
+    run trains from its per-run store, while the stored teacher is served as it is (precomputed: not stored twice)."""
     cfg = validate(_cfg(tmp_path / "live", cache))
     splits = prepare_data(cfg.data)
     teacher = _RoundedLinear(splits.train.x, splits.train.y)
@@ -332,6 +332,7 @@ def test_training_from_a_store_equals_training_from_the_live_teacher(tmp_path, c
     assert [e["train_loss"] for e in rec_live["epochs"]] == [e["train_loss"] for e in rec_store["epochs"]]
     assert rec_live["final"] == rec_store["final"]  # the teacher's test outputs come from the store too
     assert math.isfinite(rec_store["epochs"][-1]["train_loss"]["soft"])
+    assert (tmp_path / "live" / "teacher_store").is_dir() == cache and not (tmp_path / "stored" / "teacher_store").exists()
 
 
 def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
@@ -347,7 +348,7 @@ def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
     rec = train(validate(_cfg(tmp_path / "cached", True)), splits=splits, teacher=cached, progress=False)
     a, b = load_file(tmp_path / "live" / "best.safetensors"), load_file(tmp_path / "cached" / "best.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not (tmp_path / "cached" / "teacher_cache.safetensors").exists() and "teacher_test" not in rec["final"]
+    assert not (tmp_path / "cached" / "teacher_store").exists() and "teacher_test" not in rec["final"]
     with pytest.raises(ValueError, match="holds 3 rows"):
         train(validate(_cfg(tmp_path / "short", False)), splits=splits, teacher=dk.CachedTeacher(torch.zeros(3, 10)),
               progress=False)

@@ -49,13 +49,19 @@ def combine_members(member_logits: Tensor, temperature: float, combine: str = "a
 class Teacher(nn.Module):
     """Base class: subclasses implement :meth:`member_logits` (``[B, M, C]``).
 
-    A teacher declares what it can serve instead of being type-tested by the engine: ``live`` is ``True``
-    when it runs a model on any input (so it can label augmented views and evaluation splits), ``False``
-    when it serves outputs stored for the training split's rows, looked up by index only."""
+    A teacher declares what it can serve instead of being type-tested by the engine:
+
+    * ``live``: ``True`` when it runs a model on any input (so it can label augmented views and evaluation
+      splits); ``False`` when it serves outputs stored for the training split's rows, looked up by index only
+      (``len(teacher)`` is then the number of rows it holds).
+    * ``precomputed``: ``True`` when its outputs are already computed (held in memory or in a store), so that
+      storing them once more for a run would only copy them.
+    """
 
     combine: str = "arithmetic"
     num_classes: int | None = None
     live: bool = True
+    precomputed: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,9 +160,11 @@ class Ensemble(Teacher):
 
 
 class CachedTeacher(Teacher):
-    """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) looked up by dataset index."""
+    """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) held in memory, looked up by dataset index
+    (on disk, the same is a :class:`~darkknowledge.store.StoredTeacher`)."""
 
     live = False
+    precomputed = True
 
     def __init__(self, logits: Tensor, combine: str = "arithmetic"):
         super().__init__()
