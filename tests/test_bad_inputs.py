@@ -126,7 +126,7 @@ def test_the_help_example_distill_with_overrides_is_accepted(tmp_path, files):
                                       files["m64"], "distill.temperature=20"])
     overrides = [*args.overrides, "distill.teachers=[" + files["m64"] + "]"]
     cfg = load_config(args.config, overrides)
-    assert cfg.distill.temperature == 20 and cfg.distill.teachers == [files["m64"]]
+    assert cfg.method_args["temperature"] == 20 and cfg.distill.teachers == [files["m64"]]
 
 
 # --------------------------------------------------------------------------- the Python API
@@ -195,7 +195,7 @@ def test_overrides_either_validate_within_range_or_raise_config_error(key, value
         assert key.split(".")[-1] in str(e)
         return
     got = cfg.model_dump()
-    for part in key.split("."):
+    for part in key.replace("distill.", "method_args.").split("."):  # kd's settings are method_args now
         got = got[part]
     assert not isinstance(value, bool) or isinstance(got, bool)  # no bool silently read as a number
     if key in ("epochs", "batch_size"):
