@@ -357,3 +357,27 @@ def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
     with pytest.raises(ValueError, match="augment_shift"):
         train(validate(shifted), splits=splits, teacher=cached, progress=False)
     assert not (tmp_path / "short").exists() and not (tmp_path / "shifted").exists()
+
+
+def test_the_run_store_trains_exactly_as_the_live_teacher(tmp_path):
+    """``distill.cache`` on: the engine writes ``teacher_store/`` (float32, rows by position) over the training
+    split and trains from it — bit for bit the weights of the run with the live teacher (cache off; the teacher's
+    outputs do not depend on the batch); a rerun in the same folder reuses the store without rewriting it."""
+    cfg = validate(_cfg(tmp_path / "live", False))
+    splits = prepare_data(cfg.data)
+    teacher = _RoundedLinear(splits.train.x, splits.train.y)
+    train(cfg, splits=splits, teacher=teacher, progress=False)
+    on = tmp_path / "on"
+    train(validate(_cfg(on, True)), splits=splits, teacher=teacher, progress=False)
+    m = json.loads((on / "teacher_store" / "manifest.json").read_text())
+    assert (m["dtype"], m["layout"], m["rows"], m["row_keys"]) == ("float32", "full", len(splits.train), None)
+    assert m["member_sha256"] == member_sha256(teacher) and m["fingerprint"] == data_fingerprint(splits.train.x)
+    written = (on / "teacher_store" / "manifest.json").stat().st_mtime_ns
+    first = load_file(on / "last.safetensors")
+    (on / "checkpoint.pt").unlink()
+    (on / "run.json").unlink()
+    train(validate(_cfg(on, True)), splits=splits, teacher=teacher, progress=False)
+    assert (on / "teacher_store" / "manifest.json").stat().st_mtime_ns == written
+    live = load_file(tmp_path / "live" / "last.safetensors")
+    for again in (first, load_file(on / "last.safetensors")):
+        assert again.keys() == live.keys() and all(torch.equal(again[k], live[k]) for k in live)

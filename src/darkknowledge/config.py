@@ -168,19 +168,10 @@ class KDArgs(_Strict):
     w_hard: float = 0.1
     kind: Literal["ce", "kl", "logits"] = "ce"
 
-    @field_validator("temperature")
+    @field_validator("temperature", "w_soft", "w_hard")
     @classmethod
-    def _t(cls, v: float) -> float:
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError("temperature must be a finite number > 0")
-        return v
-
-    @field_validator("w_soft", "w_hard")
-    @classmethod
-    def _w(cls, v: float) -> float:
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError("loss weights must be finite and >= 0")
-        return v
+    def _t(cls, v: float, info: ValidationInfo) -> float:
+        return _finite(v, info.field_name, 0, lo_open=info.field_name == "temperature")
 
 
 #: kd's settings, which the distill section held until they moved to ``method_args`` (:func:`migrate`)
