@@ -187,14 +187,15 @@ def test_damaged_truncated_or_missing_shards_are_refused(setup, tmp_path):
 
 def _rewrite(store: Path, name: str, arr: np.ndarray) -> None:
     """Replace a shard file and re-sign the manifest, so that only the content checks can notice."""
-    from darkknowledge.store import _file_sha256, _manifest_sha256
+    from darkknowledge.data.common import sha256_file
+    from darkknowledge.store import _manifest_sha256
 
     np.save(store / name, arr)
     m = json.loads((store / "manifest.json").read_text())
     for sh in m["shards"]:
         for spec in sh["files"].values():
             if spec["file"] == name:
-                spec["bytes"], spec["sha256"] = (store / name).stat().st_size, _file_sha256(store / name)
+                spec["bytes"], spec["sha256"] = (store / name).stat().st_size, sha256_file(store / name)
                 spec["shape"], spec["dtype"] = list(arr.shape), arr.dtype.name
     m["manifest_sha256"] = _manifest_sha256(m)
     (store / "manifest.json").write_text(json.dumps(m))

@@ -69,7 +69,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher
-from .utils import module_device
+from .data.common import sha256_file
+from .teachers import (
+    CachedTeacher,
+    Teacher,
+    as_teacher,
+    compute_member_logits,
+    hash_tensor,
+    member_logits_batches,
+    state_sha256,
+)
 
 __all__ = ["StoreError", "StaleStoreError", "CacheError", "StaleCacheError", "StoredTeacher", "write_store",
            "run_store", "compute_member_logits", "store_memory", "expected_bytes", "memory_report", "member_sha256",
@@ -102,49 +110,24 @@ class StaleStoreError(StoreError):
     """A teacher store written by other teacher weights or for other data than expected."""
 
 
-#: the names of the per-run cache's errors before it became a store (``darkknowledge.cache``)
-CacheError, StaleCacheError = StoreError, StaleStoreError
+CacheError, StaleCacheError = StoreError, StaleStoreError  # their names in the former darkknowledge.cache
 
 
 # --------------------------------------------------------------------------- identities
 
 
-def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
-    """Feed ``t``'s shape, dtype and bytes (C order) to ``h``, without copying a contiguous CPU tensor."""
-    t = t.detach().cpu().contiguous()
-    h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    if t.numel():  # 0-dim buffers too
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-
-
-def state_sha256(module: nn.Module) -> str:
-    """sha256 over a module's parameters and buffers (names, shapes, dtypes, values), in name order."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        _hash_tensor(h, t)
-    return h.hexdigest()
-
-
 def data_fingerprint(x: Tensor) -> str:
     """sha256 over the inputs ``x`` (shape, dtype, values): the default data fingerprint of a store."""
     h = hashlib.sha256()
-    _hash_tensor(h, x)
+    hash_tensor(h, x)
     return h.hexdigest()
 
 
 def member_sha256(teacher: Teacher | nn.Module | Sequence[nn.Module]) -> list[str]:
-    """The sha256 of each member's weights (:func:`state_sha256`): one per ensemble member,
-    the model's for a single model, the whole teacher's otherwise; a store's recorded list for a store."""
-    if isinstance(teacher, StoredTeacher):
-        return list(teacher.manifest["member_sha256"])
-    if isinstance(teacher, Ensemble):
-        return [state_sha256(m) for m in teacher.members]
-    if isinstance(teacher, ModelTeacher):
-        return [state_sha256(teacher.model)]
-    if isinstance(teacher, Teacher):
-        return [state_sha256(teacher)]
-    return member_sha256(as_teacher(teacher))
+    """The sha256 of each member's weights, as a store records them (:meth:`Teacher.weights_sha256
+    <darkknowledge.teachers.Teacher.weights_sha256>`): one per ensemble member, the model's for a single model,
+    the whole teacher's otherwise; a store's recorded list for a store."""
+    return as_teacher(teacher).weights_sha256()
 
 
 def row_keys(x: Tensor) -> np.ndarray:
@@ -159,14 +142,6 @@ def row_keys(x: Tensor) -> np.ndarray:
         h.update(row)
         out.append(h.digest())
     return np.frombuffer(b"".join(out), dtype="<i8").astype(np.int64)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _manifest_sha256(m: dict[str, Any]) -> str:
@@ -214,7 +189,7 @@ def _save(path: Path, arr: np.ndarray) -> dict[str, Any]:
         f.flush()
         os.fsync(f.fileno())
     return {"file": path.name, "shape": list(arr.shape), "dtype": arr.dtype.name, "bytes": path.stat().st_size,
-            "sha256": _file_sha256(path)}
+            "sha256": sha256_file(path)}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -235,33 +210,17 @@ def _is_store(path: Path) -> bool:
         return False
 
 
-def _member_batches(teacher: Teacher, x: Tensor, batch_size: int) -> Iterator[tuple[int, Tensor]]:
-    """``(start, float32 member logits [b, M, C] on the CPU)`` of ``x`` in batches on the teacher's device; the
-    teacher receives ``idx`` = the rows' positions in ``x``."""
-    dev = module_device(teacher)
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
-        with torch.inference_mode():
-            yield i, teacher.member_logits(xb.to(dev), torch.arange(i, i + xb.shape[0])).float().cpu()
-
-
-def compute_member_logits(teacher: Teacher, x: Tensor, batch_size: int = 2000) -> Tensor:
-    """The teacher's member logits ``[N, M, C]`` (float32) on ``x``, in batches on its device; on the CPU."""
-    return torch.cat([v for _, v in _member_batches(teacher, x, batch_size)])
-
-
 def _write_shards(teacher: Teacher, x: Tensor, tmp: Path, k: int | None, shard_size: int, batch_size: int,
                   progress: bool, dtype: str, keys: bool) -> tuple[list[dict[str, Any]], int, int, int | None]:
     from tqdm.auto import tqdm
 
-    n = x.shape[0]
-    row_key = row_keys(x) if keys else None
+    n, row_key = x.shape[0], row_keys(x) if keys else None
     limit = FP16_MAX if dtype == "float16" else math.inf
     shards: list[dict[str, Any]] = []
     buf: dict[str, np.ndarray] = {}
     members = classes = None
     start = filled = 0
-    for i, v in tqdm(_member_batches(teacher, x, batch_size), total=-(-n // batch_size), desc="teacher store",
+    for i, v in tqdm(member_logits_batches(teacher, x, batch_size), total=-(-n // batch_size), desc="teacher store",
                      disable=not progress, leave=False):
         b = min(batch_size, n - i)
         if v.ndim != 3 or v.shape[0] != b or (members is not None and v.shape[1:] != (members, classes)):
@@ -278,19 +237,18 @@ def _write_shards(teacher: Teacher, x: Tensor, tmp: Path, k: int | None, shard_s
                 raise ValueError(f"k={k} exceeds the teacher's {classes} classes")
             k = None if k is None or k >= classes else k
         enc, j = _encode(v, k, dtype), 0
+        if keys:
+            enc["keys"] = row_key[i:i + b]
         while j < v.shape[0]:
             if not buf:
                 rows = min(shard_size, n - start)
                 buf = {name: np.empty(shape, dt) for name, (shape, dt)
                        in _arrays("full" if k is None else "topk", rows, members, classes, k, dtype, keys).items()}
-                size = rows
-            take = min(size - filled, v.shape[0] - j)
+            take = min(rows - filled, v.shape[0] - j)
             for name, arr in enc.items():
                 buf[name][filled:filled + take] = arr[j:j + take]
-            if keys:
-                buf["keys"][filled:filled + take] = row_key[start + filled:start + filled + take]
             filled, j = filled + take, j + take
-            if filled == size:
+            if filled == rows:
                 s = len(shards)
                 files = {name: _save(tmp / f"shard-{s:05d}.{name}.npy", arr) for name, arr in buf.items()}
                 shards.append({"start": start, "rows": filled, "files": files})
@@ -399,7 +357,7 @@ def _open_file(path: Path, spec: dict[str, Any], shape: tuple, dtype: np.dtype, 
     if size != spec["bytes"]:
         what = "truncated" if size < spec["bytes"] else "wrong size"
         raise StoreError(f"{f}: {what} ({size} bytes, the manifest says {spec['bytes']})")
-    if verify and _file_sha256(f) != spec["sha256"]:
+    if verify and sha256_file(f) != spec["sha256"]:
         raise StoreError(f"{f}: damaged (its sha256 checksum differs from the manifest's)")
     try:
         arr = np.load(f, mmap_mode="r", allow_pickle=False)
@@ -433,6 +391,9 @@ class StoredTeacher(Teacher):
     """
 
     precomputed = True
+
+    def weights_sha256(self) -> list[str]:
+        return list(self.manifest["member_sha256"])
 
     def __init__(self, path: str | os.PathLike, expected_member_sha256: str | Sequence[str] | None = None,
                  expected_fingerprint: str | None = None, *, verify: bool = True, check_rows: bool | None = None,
@@ -560,12 +521,10 @@ def _short(shas: Sequence[str]) -> str:
 
 
 def _check_made_by(st: StoredTeacher, teacher: Teacher, rows: int) -> StoredTeacher:
-    """``st`` if it holds exact outputs of ``teacher`` (its class, combination rule and output) for ``rows`` rows
-    by position; else :class:`StaleStoreError`."""
-    m = st.manifest
+    """``st`` if it holds ``teacher``'s exact outputs (class, combine, output) for ``rows`` rows, else stale."""
     want = {"teacher": type(teacher).__name__, "combine": teacher.combine, "output": getattr(teacher, "output", None),
             "rows": rows, "layout": "full", "dtype": "float32"}
-    got = {k: m.get(k) for k in want}
+    got = {k: st.manifest.get(k) for k in want}
     if got != want:
         diff = ", ".join(f"{k} {got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k])
         raise StaleStoreError(f"{st.path}: stale teacher store — {diff}")
@@ -574,17 +533,14 @@ def _check_made_by(st: StoredTeacher, teacher: Teacher, rows: int) -> StoredTeac
 
 def run_store(teacher: Teacher, x: Tensor, path: str | os.PathLike, *, batch_size: int = 2000, write: bool = True,
               weights_sha256: Sequence[str] | None = None, fingerprint: str | None = None) -> Teacher:
-    """The teacher's outputs on the transfer set ``x`` (rows ``0..N−1``, looked up by position), computed once:
-    the store at ``path`` (the engine's ``teacher_store/`` in a run folder) when it holds this teacher's outputs
-    on these inputs, else written there first. Exact: full float32 member logits, so training from it is
-    bit-identical to training from the live teacher; no row keys (rows by position).
+    """The teacher's outputs on the transfer set ``x`` (rows ``0..N−1`` by position), computed once: the store at
+    ``path`` (the engine's ``teacher_store/``) if it holds them, else written there first — full float32 member
+    logits without row keys, so training from it is bit-identical to training from the live teacher.
 
-    A store by another teacher (weights :func:`member_sha256`, class, combination rule or output), for other
-    inputs (:func:`data_fingerprint`) or damaged (a checksum, size or shape) is rewritten with a warning naming
-    why. ``weights_sha256`` / ``fingerprint``: those two identities when the caller has them (hashed once).
-    ``write=False`` (another process owns ``path``): a missing or unusable store is computed in memory instead
-    (a :class:`~darkknowledge.teachers.CachedTeacher` of the same values).
-    """
+    A store by another teacher (:func:`member_sha256`, class, combine, output), for other inputs
+    (:func:`data_fingerprint`; either given when the caller has it: hashed once) or damaged (checksum, size,
+    shape) is rewritten with a warning naming why. ``write=False`` (another process owns ``path``): a missing or
+    unusable store is computed in memory instead (a :class:`~darkknowledge.teachers.CachedTeacher`)."""
     path = Path(path)
     shas = list(weights_sha256) if weights_sha256 is not None else member_sha256(teacher)
     fp = fingerprint if fingerprint is not None else data_fingerprint(x)
