@@ -324,6 +324,22 @@ def test_damaged_store_is_rebuilt(tmp_path, caplog, damage):
     assert sorted(f.name for f in path.iterdir()) == ["manifest.json", "shard-00000.logits.npy"]
 
 
+def test_teachers_declare_what_they_serve_and_their_weights(tmp_path):
+    """live (any input) and precomputed (outputs already computed) for each kind of teacher; the weights'
+    identity per member: a model's sha256, each ensemble member's, a store's recorded list."""
+    ms = [_mlp(1), _mlp(2)]
+    x = _x(5)
+    model, ens = dk.as_teacher(ms[0]), dk.Ensemble(ms)
+    cached = dk.CachedTeacher(compute_member_logits(ens, x))
+    stored = run_store(ens, x, tmp_path / "s")
+    with_fallback = StoredTeacher(tmp_path / "s", check_rows=False, fallback=ens)
+    caps = {t: (t.live, t.precomputed) for t in (model, ens, cached, stored, with_fallback)}
+    assert list(caps.values()) == [(True, False), (True, False), (False, True), (False, True), (True, True)]
+    assert model.weights_sha256() == [state_sha256(ms[0])] and member_sha256(ms[0]) == [state_sha256(ms[0])]
+    assert ens.weights_sha256() == [state_sha256(m) for m in ms] == stored.weights_sha256()
+    assert cached.weights_sha256() == [state_sha256(cached)]
+
+
 def test_non_finite_teacher_outputs_are_never_stored(tmp_path):
     """A teacher whose logits hold NaN: run_store raises naming the row and leaves no store behind."""
     class NaNTeacher(dk.Teacher):
