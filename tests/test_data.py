@@ -374,6 +374,90 @@ def test_random_crop_flip_does_not_modify_input():
     assert any(flipped) and not all(flipped)
 
 
+# --------------------------------------------------------------------------- the dataset registry
+
+#: every dataset the registry held when it was two hand-kept dicts, with its class count
+BUILT_IN = {"mnist": 10, "digits": 10, "synthetic": 10, "mnist-2x5": 2, "cifar10-jpeg": 10, "cifar10-jpeg-2x5": 2,
+            "synthetic-clickthrough": 2, "criteo-sample": 2, "fsdd-frames": 30, "fsdd-frames-speakers": 30,
+            "fsdd-frames-3pct": 30, "omniglot": 242}
+DATA = Path(__file__).resolve().parents[1] / "src" / "darkknowledge" / "data"
+
+
+def test_every_built_in_dataset_registers_itself_in_its_own_file():
+    """Each name keeps its class count, and is registered by a decorator in the file of its dataset (the
+    module holding the loader), found by lazy discovery."""
+    from darkknowledge.data import registry
+
+    assert {n: registry.get_dataset(n)[1] for n in BUILT_IN} == BUILT_IN
+    assert set(registry.list_datasets()) >= set(BUILT_IN)
+    for name in BUILT_IN:
+        mod = registry.get_dataset(name)[0].__module__.rsplit(".", 1)[1]
+        assert f'@register_dataset("{name}", classes=' in (DATA / f"{mod}.py").read_text(), name
+    with pytest.raises(KeyError, match="unknown dataset 'nope'; known: cifar10-jpeg"):
+        registry.get_dataset("nope")
+
+
+def test_loaded_datasets_have_their_registered_classes(tmp_path, monkeypatch):
+    """The files-free datasets load with labels 0..classes-1; mnist-2x5 is MNIST's labels // 5."""
+    from darkknowledge.data import load_dataset
+
+    for name in ("digits", "synthetic"):
+        s = load_dataset(name, val_size=100)
+        assert s.num_classes == BUILT_IN[name] and set(s.train.y.tolist()) == set(range(BUILT_IN[name]))
+    fake = _fake_mnist(tmp_path / "root" / "mnist", n_train=200)
+    arrays = fake.pop("_arrays")
+    monkeypatch.setattr(mnist, "MNIST_FILES", fake)
+    s = load_dataset("mnist-2x5", tmp_path / "root", val_size=0, download=False)
+    assert s.num_classes == 2 and torch.equal(s.test.y, torch.from_numpy(arrays["test_labels"] // 5).long())
+
+
+def test_register_dataset_decorator_and_call_forms():
+    from darkknowledge.data import load_dataset, register_dataset
+
+    @register_dataset("test-three", classes=3)
+    def three(data_dir=None, download=True):
+        y = torch.arange(30) % 3
+        return {"train": (y.float()[:, None], y), "test": (y.float()[:6, None], y[:6])}
+
+    assert load_dataset("test-three", val_size=3).num_classes == 3
+    register_dataset("test-three", three, 3)  # the same loader again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_dataset("test-three", classes=3)(lambda data_dir=None, download=True: {})
+    with pytest.raises(ValueError, match="classes must be an integer >= 2"):
+        register_dataset("test-one", classes=1)
+
+
+def test_import_darkknowledge_loads_no_dataset_file():
+    """Dataset files are imported at the first lookup, not by ``import darkknowledge``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, darkknowledge; print(sorted(m.rsplit('.', 1)[1] for m in sys.modules "
+            "if m.startswith('darkknowledge.data.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not {"cifar", "fsdd", "omniglot", "clickthrough", "synthetic"} & set(eval(out)), out
+
+
+def test_data_modules_import_one_way():
+    """No import cycle among the data modules (criteo.py no longer imports clickthrough.py)."""
+    import ast
+
+    graph = {}
+    for f in DATA.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[f.stem] = {d.split(".")[0] for d in deps} - {f.stem}
+    graph["__init__"] = set()  # the package's own names (TensorData) are not a dataset module
+
+    def reach(a, seen=()):
+        return any(b == seen[0] or (b not in seen and reach(b, seen + (b,))) for b in graph.get(a, ()))
+
+    assert not [m for m in graph if reach(m, (m,))]
+    assert "clickthrough" not in graph["criteo"] and "criteo" in graph["clickthrough"]
+
+
 # --------------------------------------------------------------------------- models
 
 

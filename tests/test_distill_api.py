@@ -51,7 +51,7 @@ def test_labels_only_then_distil_from_a_dataloader(teacher, tmp_path):
     import json
 
     rec = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert rec["config"]["distill"]["temperature"] == 4.0 and len(rec["epochs"]) == 6
+    assert rec["config"]["method_args"]["temperature"] == 4.0 and len(rec["epochs"]) == 6
     # the run folder records the student by import path, and the selected weights are the student's
     meta = dk.models.read_model_meta(tmp_path / "run" / "best.safetensors")
     assert meta["darkknowledge_model"]["name"].endswith(":TinyCNN")

@@ -89,9 +89,9 @@ def test_kd_two_processes_equal_one(tmp_path):
     train(validate(_cfg(tmp_path / "one", distill=kd)), progress=False)
     _torchrun(_cfg(tmp_path / "two", distill=kd), tmp_path)
     assert _max_diff(tmp_path / "one" / "last.safetensors", tmp_path / "two" / "last.safetensors") < 1e-5
-    # the teacher cache is written once (by rank 0) and is the single-process one
-    assert (tmp_path / "two" / "teacher_cache.safetensors").read_bytes() == \
-        (tmp_path / "one" / "teacher_cache.safetensors").read_bytes()
+    # the teacher store is written once (by rank 0) and is the single-process one (its manifest holds its files' sha256)
+    assert (tmp_path / "two" / "teacher_store" / "manifest.json").read_bytes() == \
+        (tmp_path / "one" / "teacher_store" / "manifest.json").read_bytes()
 
 
 def _rank_pids(tag: str, rank: int) -> list[int]:

@@ -219,6 +219,24 @@ def test_plain_modules_are_wrapped_to_serve_what_the_method_needs():
     assert all(not p.requires_grad for p in pen.teacher.parameters())
 
 
+def test_the_engine_builds_each_method_from_its_method_args(tmp_path):
+    """kd's T, weights and kind reach its objective from method_args — and from an old config's distill section —
+    not kd's defaults; another method gets its own method_args; with distill.cache on its teacher serves from the
+    run's store, and penultimate distillation from stored features takes their width."""
+    from darkknowledge.engine.train import _build_method
+
+    teacher, x = dk.as_teacher(_mlp(2, hidden=(6,))), _x(0)
+    kd = {"temperature": 7.0, "w_hard": 0.0, "kind": "kl"}
+    for old, new in ((kd, {}), ({}, kd)):
+        cfg = validate({"distill": {"teachers": ["t"], "cache": False, **old}, "method_args": new})
+        obj = _build_method(cfg, _mlp(1), teacher, x, tmp_path).objective
+        assert (obj.temperature, obj.w_soft, obj.w_hard, obj.kind) == (7.0, 1.0, 0.0, "kl")
+    cfg = validate({"distill": {"teachers": ["t"]}, "method": "penultimate", "method_args": {"weight": 0.3}})
+    pen = _build_method(cfg, _mlp(1), teacher, x, tmp_path / "pen")
+    assert pen.weight == 0.3 and pen.teacher.precomputed and not pen.teacher.live and pen.map.teacher_dim == 6
+    assert (tmp_path / "pen" / "teacher_store" / "manifest.json").is_file()
+
+
 def test_register_method_rejects_a_second_class_under_a_taken_name():
     with pytest.raises(ValueError, match="already registered"):
         register_method("kd")(type("OtherKD", (Method,), {}))

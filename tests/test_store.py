@@ -74,7 +74,7 @@ def test_full_store_round_trip_equals_fp16_logits(setup):
     m = json.loads((d / "kNone" / "manifest.json").read_text())
     assert (m["rows"], m["classes"], m["members"], m["k"], m["dtype"]) == (N, C, M, None, "float16")
     assert len(m["shards"]) == 3 and [s["rows"] for s in m["shards"]] == [256, 256, 188]
-    assert m["member_sha256"] == [dk.cache.state_sha256(mm) for mm in t.members] and m["combine"] == "arithmetic"
+    assert m["member_sha256"] == [dk.store.state_sha256(mm) for mm in t.members] and m["combine"] == "arithmetic"
     assert np.load(d / "kNone" / m["shards"][0]["files"]["logits"]["file"], mmap_mode="r").dtype == np.float16
 
 
@@ -187,14 +187,15 @@ def test_damaged_truncated_or_missing_shards_are_refused(setup, tmp_path):
 
 def _rewrite(store: Path, name: str, arr: np.ndarray) -> None:
     """Replace a shard file and re-sign the manifest, so that only the content checks can notice."""
-    from darkknowledge.store import _file_sha256, _manifest_sha256
+    from darkknowledge.data.common import sha256_file
+    from darkknowledge.store import _manifest_sha256
 
     np.save(store / name, arr)
     m = json.loads((store / "manifest.json").read_text())
     for sh in m["shards"]:
         for spec in sh["files"].values():
             if spec["file"] == name:
-                spec["bytes"], spec["sha256"] = (store / name).stat().st_size, _file_sha256(store / name)
+                spec["bytes"], spec["sha256"] = (store / name).stat().st_size, sha256_file(store / name)
                 spec["shape"], spec["dtype"] = list(arr.shape), arr.dtype.name
     m["manifest_sha256"] = _manifest_sha256(m)
     (store / "manifest.json").write_text(json.dumps(m))
@@ -316,8 +317,8 @@ def _cfg(out: Path, cache: bool) -> dict:
 @pytest.mark.parametrize("cache", [False, True])
 def test_training_from_a_store_equals_training_from_the_live_teacher(tmp_path, cache):
     """idx from the engine are positions in splits.train; the store is written over splits.train.x (then the
-    validation and test inputs, for the engine's teacher metrics). With the engine's own cache the stored
-    teacher is read by content instead."""
+    validation and test inputs, for the engine's teacher metrics). With ``distill.cache`` on, the live teacher's
+    run trains from its per-run store, while the stored teacher is served as it is (precomputed: not stored twice)."""
     cfg = validate(_cfg(tmp_path / "live", cache))
     splits = prepare_data(cfg.data)
     teacher = _RoundedLinear(splits.train.x, splits.train.y)
@@ -332,6 +333,7 @@ def test_training_from_a_store_equals_training_from_the_live_teacher(tmp_path, c
     assert [e["train_loss"] for e in rec_live["epochs"]] == [e["train_loss"] for e in rec_store["epochs"]]
     assert rec_live["final"] == rec_store["final"]  # the teacher's test outputs come from the store too
     assert math.isfinite(rec_store["epochs"][-1]["train_loss"]["soft"])
+    assert (tmp_path / "live" / "teacher_store").is_dir() == cache and not (tmp_path / "stored" / "teacher_store").exists()
 
 
 def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
@@ -347,7 +349,7 @@ def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
     rec = train(validate(_cfg(tmp_path / "cached", True)), splits=splits, teacher=cached, progress=False)
     a, b = load_file(tmp_path / "live" / "best.safetensors"), load_file(tmp_path / "cached" / "best.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not (tmp_path / "cached" / "teacher_cache.safetensors").exists() and "teacher_test" not in rec["final"]
+    assert not (tmp_path / "cached" / "teacher_store").exists() and "teacher_test" not in rec["final"]
     with pytest.raises(ValueError, match="holds 3 rows"):
         train(validate(_cfg(tmp_path / "short", False)), splits=splits, teacher=dk.CachedTeacher(torch.zeros(3, 10)),
               progress=False)
@@ -356,3 +358,27 @@ def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
     with pytest.raises(ValueError, match="augment_shift"):
         train(validate(shifted), splits=splits, teacher=cached, progress=False)
     assert not (tmp_path / "short").exists() and not (tmp_path / "shifted").exists()
+
+
+def test_the_run_store_trains_exactly_as_the_live_teacher(tmp_path):
+    """``distill.cache`` on: the engine writes ``teacher_store/`` (float32, rows by position) over the training
+    split and trains from it — bit for bit the weights of the run with the live teacher (cache off; the teacher's
+    outputs do not depend on the batch); a rerun in the same folder reuses the store without rewriting it."""
+    cfg = validate(_cfg(tmp_path / "live", False))
+    splits = prepare_data(cfg.data)
+    teacher = _RoundedLinear(splits.train.x, splits.train.y)
+    train(cfg, splits=splits, teacher=teacher, progress=False)
+    on = tmp_path / "on"
+    train(validate(_cfg(on, True)), splits=splits, teacher=teacher, progress=False)
+    m = json.loads((on / "teacher_store" / "manifest.json").read_text())
+    assert (m["dtype"], m["layout"], m["rows"], m["row_keys"]) == ("float32", "full", len(splits.train), None)
+    assert m["member_sha256"] == member_sha256(teacher) and m["fingerprint"] == data_fingerprint(splits.train.x)
+    written = (on / "teacher_store" / "manifest.json").stat().st_mtime_ns
+    first = load_file(on / "last.safetensors")
+    (on / "checkpoint.pt").unlink()
+    (on / "run.json").unlink()
+    train(validate(_cfg(on, True)), splits=splits, teacher=teacher, progress=False)
+    assert (on / "teacher_store" / "manifest.json").stat().st_mtime_ns == written
+    live = load_file(tmp_path / "live" / "last.safetensors")
+    for again in (first, load_file(on / "last.safetensors")):
+        assert again.keys() == live.keys() and all(torch.equal(again[k], live[k]) for k in live)

@@ -1,4 +1,4 @@
-"""Teachers, ensembles and the teacher cache (Hinton, Vinyals & Dean 2015, spec §2.2).
+"""Teachers, ensembles and the engine's per-run teacher store (Hinton, Vinyals & Dean 2015, spec §2.2).
 
 With member logits v^(1..M) at temperature T:
   arithmetic: p = (1/M) sum_m softmax(v^(m)/T)
@@ -12,13 +12,21 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 import darkknowledge as dk
-import darkknowledge.cache as dkcache
-from darkknowledge.cache import CacheError, StaleCacheError, cached_teacher, fingerprint, load_cache, save_cache
+import darkknowledge.store as dkstore
 from darkknowledge.methods import Distiller
+from darkknowledge.store import (
+    StaleStoreError,
+    StoredTeacher,
+    StoreError,
+    compute_member_logits,
+    data_fingerprint,
+    member_sha256,
+    run_store,
+    state_sha256,
+)
 
 torch.set_num_threads(1)
 
@@ -183,7 +191,7 @@ def test_cached_teacher_equals_live_teacher(combine):
     models = [_mlp(1), _mlp(2), _mlp(3)]
     live = dk.Ensemble(models, combine=combine)
     x = _x(20)
-    cached = dk.CachedTeacher(dkcache.compute_member_logits(live, x), combine=combine)
+    cached = dk.CachedTeacher(compute_member_logits(live, x), combine=combine)
     assert len(cached) == 20 and cached.num_classes == C
     everything = torch.arange(20)
     for t in (1.0, 4.0, 20.0):
@@ -195,7 +203,7 @@ def test_cached_teacher_equals_live_teacher(combine):
     torch.testing.assert_close(cached.soft_targets(None, 4.0, idx), live.soft_targets(x[idx], 4.0),
                                rtol=1e-6, atol=1e-7)
     # computing the cache in several batches changes nothing beyond float32 rounding
-    batched = dk.CachedTeacher(dkcache.compute_member_logits(live, x, batch_size=6), combine=combine)
+    batched = dk.CachedTeacher(compute_member_logits(live, x, batch_size=6), combine=combine)
     torch.testing.assert_close(batched.table, cached.table, rtol=1e-6, atol=1e-6)
 
 
@@ -219,118 +227,166 @@ def test_cached_teacher_rejects_bad_tables():
         dk.CachedTeacher(torch.zeros(2, 3), combine="max")
 
 
-# --------------------------------------------------------------------------- cache files
+# --------------------------------------------------------------------------- the per-run store
 
 
-def test_cached_teacher_file_written_and_reused(tmp_path, monkeypatch):
-    """cached_teacher computes the logits once, writes the file, and a second call reuses it."""
-    calls = []
-    orig = dkcache.compute_member_logits
+def _open(path, teacher, x) -> StoredTeacher:
+    return StoredTeacher(path, member_sha256(teacher), data_fingerprint(x), check_rows=False)
+
+
+def test_run_store_is_written_once_reused_and_exact(tmp_path, monkeypatch):
+    """run_store writes the teacher's float32 member logits once; a second call reuses them; served by position
+    they equal the live teacher's soft targets bit for bit (the engine's bit-identical training rests on it)."""
+    writes = []
+    orig = dkstore.write_store
 
     def counting(*a, **k):
-        calls.append(1)
+        writes.append(1)
         return orig(*a, **k)
 
-    monkeypatch.setattr(dkcache, "compute_member_logits", counting)
+    monkeypatch.setattr(dkstore, "write_store", counting)
     teacher = dk.Ensemble([_mlp(1), _mlp(2)])
     x = _x(9)
-    path = tmp_path / "sub" / "cache.safetensors"
-    c1 = cached_teacher(teacher, x, path)
-    assert path.is_file() and len(calls) == 1
-    c2 = cached_teacher(teacher, x, path)
-    assert len(calls) == 1
-    assert torch.equal(c1.table, c2.table)
+    path = tmp_path / "sub" / "teacher_store"
+    c1 = run_store(teacher, x, path)
+    assert (path / "manifest.json").is_file() and len(writes) == 1
+    c2 = run_store(teacher, x, path)
+    assert len(writes) == 1 and isinstance(c2, StoredTeacher) and c2.precomputed and not c2.live
     idx = torch.arange(9)
-    assert torch.equal(c2.soft_targets(None, 4.0, idx), teacher.soft_targets(x, 4.0))
+    assert torch.equal(c1.member_logits(None, idx), c2.member_logits(None, idx))
+    assert torch.equal(c2.member_logits(None, idx), compute_member_logits(teacher, x))
+    for t in (1.0, 4.0):
+        assert torch.equal(c2.soft_targets(None, t, idx), teacher.soft_targets(x, t))
+    m = c2.manifest
+    assert (m["dtype"], m["layout"], m["row_keys"], m["rows"]) == ("float32", "full", None, 9)
+    with pytest.raises(ValueError, match="position"):  # no row keys: no lookup by content
+        c2.member_logits(x)
 
 
-def test_stale_cache_is_rebuilt(tmp_path, caplog):
-    """A cache made by another teacher (different weights) or for other inputs is detected as stale and
-    rebuilt with the right values."""
+def test_stale_store_is_rebuilt(tmp_path, caplog):
+    """A store made by another teacher (different weights, or another combination rule) or for other inputs is
+    detected as stale and rewritten with the right values."""
     x = _x(8)
-    path = tmp_path / "cache.safetensors"
-    old = dk.as_teacher(_mlp(1))
-    cached_teacher(old, x, path)
-    new = dk.as_teacher(_mlp(2))
-    with caplog.at_level(logging.WARNING, logger="darkknowledge.cache"):
-        c = cached_teacher(new, x, path)
-    assert "different teacher" in caplog.text
+    path = tmp_path / "teacher_store"
+    old, new = dk.as_teacher(_mlp(1)), dk.as_teacher(_mlp(2))
+    run_store(old, x, path)
+    with caplog.at_level(logging.WARNING, logger="darkknowledge.store"):
+        c = run_store(new, x, path)
+    assert "other teacher weights" in caplog.text
     assert torch.equal(c.soft_targets(None, 3.0, torch.arange(8)), new.soft_targets(x, 3.0))
-    with pytest.raises(StaleCacheError):
-        load_cache(path, fingerprint(old, x))
-    load_cache(path, fingerprint(new, x))
+    with pytest.raises(StaleStoreError):
+        _open(path, old, x)
+    _open(path, new, x)
     # other inputs, same teacher
     x2 = x + 1
-    c = cached_teacher(new, x2, path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="darkknowledge.store"):
+        c = run_store(new, x2, path)
+    assert "other data" in caplog.text
     assert torch.equal(c.soft_targets(None, 3.0, torch.arange(8)), new.soft_targets(x2, 3.0))
-    # the combine rule is part of the fingerprint
+    # the same members combined by another rule
     ms = [_mlp(1), _mlp(2)]
-    assert fingerprint(dk.Ensemble(ms, "arithmetic"), x) != fingerprint(dk.Ensemble(ms, "geometric"), x)
+    run_store(dk.Ensemble(ms, "arithmetic"), x, path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="darkknowledge.store"):
+        c = run_store(dk.Ensemble(ms, "geometric"), x, path)
+    assert "combine 'arithmetic' (expected 'geometric')" in caplog.text and c.combine == "geometric"
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_corrupt_cache_is_rebuilt(tmp_path, damage):
-    """A truncated or garbage cache file is detected (CacheError from load_cache) and cached_teacher
-    rebuilds it without raising; the values after are correct."""
+@pytest.mark.parametrize("damage", ["altered", "truncate", "no-manifest", "not-a-store"])
+def test_damaged_store_is_rebuilt(tmp_path, caplog, damage):
+    """Altered values (the file's size intact), a truncated shard, a lost manifest or a folder that is no store
+    are detected (StoreError on open) and run_store rewrites the store; the values after are correct."""
     teacher = dk.Ensemble([_mlp(1), _mlp(2)])
     x = _x(6)
-    path = tmp_path / "cache.safetensors"
-    cached_teacher(teacher, x, path)
-    raw = path.read_bytes()
-    path.write_bytes({"truncate": raw[: len(raw) // 2], "garbage": b"\x00\xffnot a safetensors file" * 10,
-                      "empty": b""}[damage])
-    with pytest.raises(CacheError, match="corrupt"):
-        load_cache(path)
-    c = cached_teacher(teacher, x, path)
+    path = tmp_path / "teacher_store"
+    run_store(teacher, x, path)
+    shard = path / "shard-00000.logits.npy"
+    raw = shard.read_bytes()
+    if damage == "altered":
+        shard.write_bytes(raw[:-4] + bytes(4))
+    elif damage == "truncate":
+        shard.write_bytes(raw[: len(raw) // 2])
+    elif damage == "no-manifest":
+        (path / "manifest.json").unlink()
+    else:
+        for f in path.iterdir():
+            f.unlink()
+        (path / "other.txt").write_text("x")
+    with pytest.raises(StoreError):
+        _open(path, teacher, x)
+    with caplog.at_level(logging.WARNING, logger="darkknowledge.store"):
+        c = run_store(teacher, x, path)
+    assert "rewriting" in caplog.text
+    assert damage != "altered" or "checksum" in caplog.text
     assert torch.equal(c.soft_targets(None, 2.0, torch.arange(6)), teacher.soft_targets(x, 2.0))
-    load_cache(path, fingerprint(teacher, x))  # rewritten, valid
+    _open(path, teacher, x)  # rewritten, valid
+    assert sorted(f.name for f in path.iterdir()) == ["manifest.json", "shard-00000.logits.npy"]
 
 
-def test_nan_in_cache_file_raises(tmp_path):
-    """NaN logits in a cache file raise CacheError on load_cache (never served to training)."""
-    path = tmp_path / "nan.safetensors"
-    bad = torch.randn(3, 1, C)
-    bad[1, 0, 2] = float("nan")
-    save_cache(path, bad, "fp", "arithmetic")
-    with pytest.raises(CacheError, match="NaN"):
-        load_cache(path)
-    with pytest.raises(CacheError, match="NaN"):
-        load_cache(path, "fp")
+def test_teachers_declare_what_they_serve_and_their_weights(tmp_path):
+    """live (any input) and precomputed (outputs already computed) for each kind of teacher; the weights'
+    identity per member: a model's sha256, each ensemble member's, a store's recorded list."""
+    ms = [_mlp(1), _mlp(2)]
+    x = _x(5)
+    model, ens = dk.as_teacher(ms[0]), dk.Ensemble(ms)
+    cached = dk.CachedTeacher(compute_member_logits(ens, x))
+    stored = run_store(ens, x, tmp_path / "s")
+    with_fallback = StoredTeacher(tmp_path / "s", check_rows=False, fallback=ens)
+    caps = {t: (t.live, t.precomputed) for t in (model, ens, cached, stored, with_fallback)}
+    assert list(caps.values()) == [(True, False), (True, False), (False, True), (False, True), (True, True)]
+    assert model.weights_sha256() == [state_sha256(ms[0])] and member_sha256(ms[0]) == [state_sha256(ms[0])]
+    assert ens.weights_sha256() == [state_sha256(m) for m in ms] == stored.weights_sha256()
+    assert cached.weights_sha256() == [state_sha256(cached)]
 
 
-def test_cache_without_logits_key_raises(tmp_path):
-    path = tmp_path / "other.safetensors"
-    save_file({"weights": torch.zeros(2)}, str(path))
-    with pytest.raises(CacheError):
-        load_cache(path)
+def test_non_finite_teacher_outputs_are_never_stored(tmp_path):
+    """A teacher whose logits hold NaN: run_store raises naming the row and leaves no store behind."""
+    class NaNTeacher(dk.Teacher):
+        def member_logits(self, x, idx=None):
+            out = torch.zeros(x.shape[0], 1, C)
+            out[x[:, 0] > 0] = float("nan")
+            return out
+
+    x = _x(6)
+    x[:, 0] = torch.tensor([-1.0, -1, 1, -1, -1, -1])
+    with pytest.raises(ValueError, match="row 2 are non-finite"):
+        run_store(NaNTeacher(), x, tmp_path / "teacher_store")
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_cache_round_trip_and_wrong_row_count(tmp_path):
-    """save_cache/load_cache round-trip exactly; a cache with the wrong number of rows is rebuilt."""
-    path = tmp_path / "c.safetensors"
-    logits = torch.randn(5, 2, C)
-    save_cache(path, logits, "abc", "geometric")
-    got, combine = load_cache(path, "abc")
-    assert torch.equal(got, logits) and combine == "geometric"
+def test_wrong_row_count_and_write_false(tmp_path):
+    """A store of another length is rebuilt; ``write=False`` (another rank owns the folder) computes a missing
+    store in memory and writes nothing."""
     teacher = dk.as_teacher(_mlp(1))
     x = _x(5)
-    save_cache(path, torch.zeros(4, 1, C), fingerprint(teacher, x), "arithmetic")
-    c = cached_teacher(teacher, x, path)
-    assert len(c) == 5
+    path = tmp_path / "teacher_store"
+    mem = run_store(teacher, x, path, write=False)
+    assert isinstance(mem, dk.CachedTeacher) and not path.exists()
+    run_store(teacher, x[:4], path)
+    c = run_store(teacher, x, path)
+    assert len(c) == 5 and torch.equal(c.member_logits(None, torch.arange(5)), mem.table)
     assert torch.equal(c.soft_targets(None, 1.0, torch.arange(5)), teacher.soft_targets(x, 1.0))
 
 
-def test_fingerprint_handles_zero_dim_buffers():
-    """Teachers with scalar buffers (BatchNorm's num_batches_tracked) can be fingerprinted and cached;
-    the fingerprint changes when a buffer changes."""
+def test_weight_hashes_cover_zero_dim_buffers():
+    """Teachers with scalar buffers (BatchNorm's num_batches_tracked) can be hashed and stored; the hash
+    changes when a buffer changes; a model's hash is the sha256 of its names and bytes, in name order."""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(D, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, C))
     t = dk.as_teacher(m)
-    x = _x(4)
-    f1 = fingerprint(t, x)
+    f1 = member_sha256(t)
+    assert f1 == [state_sha256(m)]
     m[1].running_mean.add_(1.0)
-    assert fingerprint(t, x) != f1
+    assert member_sha256(t) != f1
     m[1].num_batches_tracked.add_(1)
-    f2 = fingerprint(t, x)
+    f2 = state_sha256(m)
     m[1].num_batches_tracked.add_(1)
-    assert fingerprint(t, x) != f2
+    assert state_sha256(m) != f2
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, v in sorted(m.state_dict().items()):
+        h.update(name.encode() + str((tuple(v.shape), str(v.dtype))).encode())
+        h.update(v.contiguous().numpy().tobytes())
+    assert state_sha256(m) == h.hexdigest()

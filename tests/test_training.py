@@ -115,7 +115,7 @@ def test_distillation_run_and_class_mismatch(tmp_path):
     assert rec["final"]["test"]["agreement"] == pytest.approx(float((s_pred == t_logits.argmax(1)).float().mean()))
     assert rec["final"]["teacher_test"]["errors"] == int((t_logits.argmax(1) != splits.test.y).sum())
     assert rec["teacher_sha256"] == [dk.data.common.sha256_file(tfile)] * 2
-    assert (tmp_path / "student" / "teacher_cache.safetensors").exists()
+    assert (tmp_path / "student" / "teacher_store" / "manifest.json").exists()
     # a teacher with 5 classes for a 10-class student: error before training starts
     bad = dk.create_model("mlp", in_features=64, hidden=[8], num_classes=5)
     dk.save_model(bad, tmp_path / "bad.safetensors", "mlp", {"in_features": 64, "hidden": [8], "num_classes": 5})

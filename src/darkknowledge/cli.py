@@ -269,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if getattr(args, "data_dir", None):
         os.environ.setdefault("DARKKNOWLEDGE_DATA", args.data_dir)
-    from .cache import CacheError
     from .config import ConfigError
     from .data import ChecksumError, DatasetNotFoundError, IDXFormatError
     from .engine import CheckpointError, RunExistsError, RunLockedError, TeacherMismatchError, TrainingDivergedError
     from .engine.jobs import JobsFailedError
     from .models import ModelFileError
+    from .store import StoreError as CacheError
 
     handlers = {"train": _train_cmd, "distill": _train_cmd, "ensemble": _ensemble_cmd, "sweep": _sweep_cmd,
                 "evaluate": _evaluate_cmd, "demo": _demo_cmd, "reproduce": _reproduce_cmd}

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "TrainConfig",
-           "load_config", "apply_overrides", "parse_overrides", "same_config"]
+__all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "DistillConfig", "KDArgs", "TrainConfig",
+           "load_config", "apply_overrides", "parse_overrides", "same_config", "migrate"]
 
 
 #: the YAML configs shipped inside the package (also reachable as ``configs/`` in the repository)
@@ -149,29 +149,65 @@ class OptimConfig(_Strict):
 
 
 class DistillConfig(_Strict):
+    """What picks and serves the teacher. The training method's settings (kd's temperature and weights
+    included) are ``method_args``; see :func:`migrate` for configs written before."""
+
     #: teacher checkpoint(s); several make an ensemble
     teachers: list[str]
     combine: Literal["arithmetic", "geometric"] = "arithmetic"
+    #: precompute the teacher's logits on the (unaugmented) transfer set once (the run folder's teacher_store/)
+    cache: bool = True
+
+
+class KDArgs(_Strict):
+    """``method_args`` of ``kd`` (Hinton et al. 2015 §2: ``w_soft · T² · KL(p_T ‖ q_T) + w_hard · CE(y, q_1)``),
+    validated here and completed with these defaults, so that every kd run's record names all four."""
+
     temperature: float = 4.0
     w_soft: float = 1.0
     w_hard: float = 0.1
     kind: Literal["ce", "kl", "logits"] = "ce"
-    #: precompute the teacher's logits on the (unaugmented) transfer set once
-    cache: bool = True
 
-    @field_validator("temperature")
+    @field_validator("temperature", "w_soft", "w_hard")
     @classmethod
-    def _t(cls, v: float) -> float:
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError("temperature must be a finite number > 0")
-        return v
+    def _t(cls, v: float, info: ValidationInfo) -> float:
+        return _finite(v, info.field_name, 0, lo_open=info.field_name == "temperature")
 
-    @field_validator("w_soft", "w_hard")
-    @classmethod
-    def _w(cls, v: float) -> float:
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError("loss weights must be finite and >= 0")
-        return v
+
+#: kd's settings, which the distill section held until they moved to ``method_args`` (:func:`migrate`)
+KD_KEYS = tuple(KDArgs.model_fields)
+
+
+def _runs_kd(data: dict[str, Any]) -> bool:
+    """Whether a config dict trains with ``kd``: named, or implied by a distill section without a method."""
+    return data.get("method") == "kd" or (data.get("method") is None and data.get("distill") is not None)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (a file, a run record's or checkpoint's config) in today's form, unchanged otherwise:
+    kd's settings written as ``distill.temperature / w_soft / w_hard / kind`` move to ``method_args`` (a key in
+    both: ``method_args`` wins, as it always did); with any other method those keys were never read and are
+    dropped. A kd run's ``method_args`` are then validated and completed by :class:`KDArgs`, so that the old and
+    the new form of one run are equal (:func:`same_config`)."""
+    distill = data.get("distill")
+    old: dict[str, Any] = {}
+    if isinstance(distill, dict) and any(k in distill for k in KD_KEYS):
+        old = {k: distill[k] for k in KD_KEYS if k in distill}
+        data = {**data, "distill": {k: v for k, v in distill.items() if k not in KD_KEYS}}
+    args = data.get("method_args", {})
+    if not (_runs_kd(data) and isinstance(args, dict)):
+        return data
+    try:
+        return {**data, "method_args": KDArgs.model_validate({**old, **args}).model_dump()}
+    except ValidationError as e:
+        raise ValueError("; ".join(_kd_error(err) for err in e.errors())) from None
+
+
+def _kd_error(err: Any) -> str:
+    key = str(err["loc"][0]) if err["loc"] else ""
+    if err["type"] == "extra_forbidden":
+        return f"method_args.{key}: unknown key (kd takes {', '.join(KD_KEYS)})"
+    return f"method_args.{key} (formerly distill.{key}): {err['msg'].removeprefix('Value error, ')}"
 
 
 class TrainConfig(_Strict):
@@ -186,7 +222,8 @@ class TrainConfig(_Strict):
     distill: DistillConfig | None = None
     #: training method by registered name (None: "kd" with a teacher, "labels" without); see darkknowledge.methods
     method: str | None = None
-    #: keyword arguments of the method (for "kd" they default to the distill section's T and weights)
+    #: the method's settings, every method's (kd's: :class:`KDArgs`, filled in; distill.temperature and the
+    #: other kd keys of older configs are migrated here, :func:`migrate`)
     method_args: dict[str, Any] = Field(default_factory=dict)
     out_dir: str = "runs/run"
     #: torch intra-op threads (None: leave torch's default)
@@ -208,6 +245,11 @@ class TrainConfig(_Strict):
     #: channels_last memory format for the model and 4-d image batches (faster convolutions on CPU)
     channels_last: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_route(cls, data: Any) -> Any:
+        return migrate(data) if isinstance(data, dict) else data
+
     @field_validator("epochs", "batch_size", "eval_batch_size", "threads", "max_steps")
     @classmethod
     def _at_least_one(cls, v: int | None, info: ValidationInfo) -> int | None:
@@ -228,7 +270,8 @@ def _format_errors(e: ValidationError, source: str) -> str:
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {key}: {msg}")
+        # a check of the whole config (no location) names its keys itself
+        lines.append(f"  {key}: {msg}" if key else f"  {msg.removeprefix('Value error, ')}")
     return f"invalid config {source}:\n" + "\n".join(lines)
 
 
@@ -280,6 +323,22 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _lift(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Overrides written the old way, ``distill.temperature=20``, set ``method_args.temperature`` (else the
+    base's completed ``method_args`` would win over them); for a method other than kd they are an error."""
+    d = over.get("distill")
+    moved = {k: d[k] for k in KD_KEYS if k in d} if isinstance(d, dict) else {}
+    if not moved:
+        return over
+    probe = {"method": over.get("method", base.get("method")), "distill": d}
+    if not _runs_kd(probe):
+        raise ConfigError(f"distill.{next(iter(moved))}: method {probe['method']!r} does not read it — a method's "
+                          "settings are method_args.* (kd's too, since they left the distill section)")
+    args = over.get("method_args")
+    return {**over, "distill": {k: v for k, v in d.items() if k not in KD_KEYS},
+            "method_args": {**moved, **args} if isinstance(args, dict) else moved if args is None else args}
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -295,7 +354,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def apply_overrides(cfg: TrainConfig | dict[str, Any], overrides: list[str] | dict[str, Any]) -> TrainConfig:
     base = cfg.model_dump() if isinstance(cfg, BaseModel) else dict(cfg)
     over = parse_overrides(overrides) if isinstance(overrides, list) else overrides
-    return validate(_merge(base, over), TrainConfig, "(after overrides)")
+    return validate(_merge(base, _lift(base, over)), TrainConfig, "(after overrides)")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -318,7 +377,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         return validate(data, TrainConfig, str(path or "(defaults)"))
     # the overrides are merged into the file's mapping before validating, so an override may supply a field
     # the file leaves out (``distill --teacher`` fills ``distill.teachers`` of a file's ``distill:`` block)
-    return validate(_merge(data, parse_overrides(overrides)), TrainConfig,
+    return validate(_merge(data, _lift(data, parse_overrides(overrides))), TrainConfig,
                     f"{path or '(defaults)'} with the overrides")
 
 

@@ -39,6 +39,11 @@ beyond ±65504 or non-finite are refused at write time. Storage per row: ``2·M�
 space only for ``k < (2C − 2)/(2 + b)``; see :func:`memory_report`. Members are stored separately (their own
 top-k each) so that both combination rules stay available at every ``T``.
 
+**Exact stores**: ``dtype="float32"`` stores the logits unrounded (4 bytes where fp16 takes 2, no range limit);
+``keys=False`` leaves out the row keys (8 bytes a row), for a store read by position only. The training
+engine's per-run store (:func:`run_store`, ``teacher_store/`` in the run folder when ``distill.cache`` is on) is
+both, so training from it is bit-identical to training from the live teacher.
+
 **Rows**: ``member_logits(x, idx)`` looks rows up by ``idx``, positions ``0..N−1`` of the ``x`` given to
 :func:`write_store` — the engine passes positions in ``splits.train.x``, so write the store over
 ``splits.train.x`` (evaluation rows such as ``splits.val.x`` and ``splits.test.x`` may follow it). With
@@ -59,6 +64,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -71,26 +77,40 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .cache import CacheError, StaleCacheError, _hash_tensor, state_sha256
-from .teachers import Ensemble, ModelTeacher, Teacher, as_teacher
-from .utils import module_device
+from .data.common import sha256_file
+from .teachers import (
+    CachedTeacher,
+    Teacher,
+    as_teacher,
+    compute_member_logits,
+    hash_tensor,
+    member_logits_batches,
+    state_sha256,
+)
 
-__all__ = ["StoreError", "StaleStoreError", "StoredTeacher", "write_store", "store_memory", "expected_bytes",
-           "memory_report", "member_sha256", "data_fingerprint", "row_keys"]
+__all__ = ["StoreError", "StaleStoreError", "CacheError", "StaleCacheError", "StoredTeacher", "write_store",
+           "run_store", "compute_member_logits", "store_memory", "expected_bytes", "memory_report", "member_sha256",
+           "state_sha256", "data_fingerprint", "row_keys"]
+
+log = logging.getLogger(__name__)
 
 KIND = "darkknowledge-teacher-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 FP16_MAX = 65504.0
+_TORCH = {"float16": torch.float16, "float32": torch.float32}  # the stored logits' dtypes
 FILL_RULE = "top-k logits kept; other classes get f = logsumexp(missing) - log(C - k) (exact mass at T = 1)"
 
 
-class StoreError(CacheError):
+class StoreError(ValueError):
     """A teacher store that is damaged, incomplete or unreadable."""
 
 
-class StaleStoreError(StoreError, StaleCacheError):
+class StaleStoreError(StoreError):
     """A teacher store written by other teacher weights or for other data than expected."""
+
+
+CacheError, StaleCacheError = StoreError, StaleStoreError  # their names in the former darkknowledge.cache
 
 
 # --------------------------------------------------------------------------- identities
@@ -99,22 +119,15 @@ class StaleStoreError(StoreError, StaleCacheError):
 def data_fingerprint(x: Tensor) -> str:
     """sha256 over the inputs ``x`` (shape, dtype, values): the default data fingerprint of a store."""
     h = hashlib.sha256()
-    _hash_tensor(h, x)
+    hash_tensor(h, x)
     return h.hexdigest()
 
 
 def member_sha256(teacher: Teacher | nn.Module | Sequence[nn.Module]) -> list[str]:
-    """The sha256 of each member's weights (:func:`~darkknowledge.cache.state_sha256`): one per ensemble member,
-    the model's for a single model, the whole teacher's otherwise; a store's recorded list for a store."""
-    if isinstance(teacher, StoredTeacher):
-        return list(teacher.manifest["member_sha256"])
-    if isinstance(teacher, Ensemble):
-        return [state_sha256(m) for m in teacher.members]
-    if isinstance(teacher, ModelTeacher):
-        return [state_sha256(teacher.model)]
-    if isinstance(teacher, Teacher):
-        return [state_sha256(teacher)]
-    return member_sha256(as_teacher(teacher))
+    """The sha256 of each member's weights, as a store records them (:meth:`Teacher.weights_sha256
+    <darkknowledge.teachers.Teacher.weights_sha256>`): one per ensemble member, the model's for a single model,
+    the whole teacher's otherwise; a store's recorded list for a store."""
+    return as_teacher(teacher).weights_sha256()
 
 
 def row_keys(x: Tensor) -> np.ndarray:
@@ -131,14 +144,6 @@ def row_keys(x: Tensor) -> np.ndarray:
     return np.frombuffer(b"".join(out), dtype="<i8").astype(np.int64)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manifest_sha256(m: dict[str, Any]) -> str:
     body = {k: v for k, v in m.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -148,32 +153,34 @@ def _index_dtype(classes: int) -> np.dtype:
     return np.dtype(np.int16) if classes <= 32768 else np.dtype(np.int32)
 
 
-def _arrays(layout: str, rows: int, members: int, classes: int, k: int | None) -> dict[str, tuple[tuple, np.dtype]]:
-    """Each shard file's shape and dtype."""
+def _arrays(layout: str, rows: int, members: int, classes: int, k: int | None, dtype: str = "float16",
+            keys: bool = True) -> dict[str, tuple[tuple, np.dtype]]:
+    """Each shard file's shape and dtype (``dtype``: of the logits; ``keys``: with the row keys)."""
     out: dict[str, tuple[tuple, np.dtype]] = {}
     if layout == "full":
-        out["logits"] = ((rows, members, classes), np.dtype(np.float16))
+        out["logits"] = ((rows, members, classes), np.dtype(dtype))
     else:
-        out["values"] = ((rows, members, k), np.dtype(np.float16))
+        out["values"] = ((rows, members, k), np.dtype(dtype))
         out["indices"] = ((rows, members, k), _index_dtype(classes))
-        out["fill"] = ((rows, members), np.dtype(np.float16))
-    out["keys"] = ((rows,), np.dtype(np.int64))
+        out["fill"] = ((rows, members), np.dtype(dtype))
+    if keys:
+        out["keys"] = ((rows,), np.dtype(np.int64))
     return out
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _encode(v: Tensor, k: int | None) -> dict[str, np.ndarray]:
+def _encode(v: Tensor, k: int | None, dtype: str) -> dict[str, np.ndarray]:
     """Member logits ``[B, M, C]`` (float32) → the arrays of the layout (module docstring)."""
     if k is None:
-        return {"logits": v.half().numpy()}
+        return {"logits": v.to(_TORCH[dtype]).numpy()}
     c = v.shape[-1]
     top = torch.topk(v, k, dim=-1, sorted=True)
     rest = v.scatter(-1, top.indices, float("-inf"))
     fill = torch.logsumexp(rest, dim=-1) - math.log(c - k)
-    return {"values": top.values.half().numpy(), "indices": top.indices.numpy().astype(_index_dtype(c)),
-            "fill": fill.half().numpy()}
+    return {"values": top.values.to(_TORCH[dtype]).numpy(), "indices": top.indices.numpy().astype(_index_dtype(c)),
+            "fill": fill.to(_TORCH[dtype]).numpy()}
 
 
 def _save(path: Path, arr: np.ndarray) -> dict[str, Any]:
@@ -182,7 +189,7 @@ def _save(path: Path, arr: np.ndarray) -> dict[str, Any]:
         f.flush()
         os.fsync(f.fileno())
     return {"file": path.name, "shape": list(arr.shape), "dtype": arr.dtype.name, "bytes": path.stat().st_size,
-            "sha256": _file_sha256(path)}
+            "sha256": sha256_file(path)}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -203,44 +210,45 @@ def _is_store(path: Path) -> bool:
         return False
 
 
-@torch.no_grad()
 def _write_shards(teacher: Teacher, x: Tensor, tmp: Path, k: int | None, shard_size: int, batch_size: int,
-                  progress: bool) -> tuple[list[dict[str, Any]], int, int, int | None]:
+                  progress: bool, dtype: str, keys: bool) -> tuple[list[dict[str, Any]], int, int, int | None]:
     from tqdm.auto import tqdm
 
-    n, dev, keys = x.shape[0], module_device(teacher), row_keys(x)
+    n, row_key = x.shape[0], row_keys(x) if keys else None
+    limit = FP16_MAX if dtype == "float16" else math.inf
     shards: list[dict[str, Any]] = []
     buf: dict[str, np.ndarray] = {}
     members = classes = None
     start = filled = 0
-    for i in tqdm(range(0, n, batch_size), desc="teacher store", disable=not progress, leave=False):
-        xb = x[i:i + batch_size]
-        with torch.inference_mode():
-            v = teacher.member_logits(xb.to(dev), torch.arange(i, i + xb.shape[0])).float().cpu()
-        if v.ndim != 3 or v.shape[0] != xb.shape[0] or (members is not None and v.shape[1:] != (members, classes)):
+    for i, v in tqdm(member_logits_batches(teacher, x, batch_size), total=-(-n // batch_size), desc="teacher store",
+                     disable=not progress, leave=False):
+        b = min(batch_size, n - i)
+        if v.ndim != 3 or v.shape[0] != b or (members is not None and v.shape[1:] != (members, classes)):
             raise ValueError(f"the teacher's member logits for rows {i}.. have shape {tuple(v.shape)}; expected "
-                             f"[{xb.shape[0]}, members, classes] the same for every batch")
-        bad = ~torch.isfinite(v) | (v.abs() > FP16_MAX)
+                             f"[{b}, members, classes] the same for every batch")
+        bad = ~torch.isfinite(v) | (v.abs() > limit)
         if bad.any():
             row = i + int(bad.flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"the teacher's logits for row {row} are non-finite or beyond the fp16 range ±65504")
+            raise ValueError(f"the teacher's logits for row {row} are non-finite"
+                             + (" or beyond the fp16 range ±65504" if dtype == "float16" else ""))
         if members is None:
             members, classes = v.shape[1], v.shape[2]
             if k is not None and k > classes:
                 raise ValueError(f"k={k} exceeds the teacher's {classes} classes")
             k = None if k is None or k >= classes else k
-        enc, j = _encode(v, k), 0
+        enc, j = _encode(v, k, dtype), 0
+        if keys:
+            enc["keys"] = row_key[i:i + b]
         while j < v.shape[0]:
             if not buf:
                 rows = min(shard_size, n - start)
                 buf = {name: np.empty(shape, dt) for name, (shape, dt)
-                       in _arrays("full" if k is None else "topk", rows, members, classes, k).items()}
-            take = min(buf["keys"].shape[0] - filled, v.shape[0] - j)
+                       in _arrays("full" if k is None else "topk", rows, members, classes, k, dtype, keys).items()}
+            take = min(rows - filled, v.shape[0] - j)
             for name, arr in enc.items():
                 buf[name][filled:filled + take] = arr[j:j + take]
-            buf["keys"][filled:filled + take] = keys[start + filled:start + filled + take]
             filled, j = filled + take, j + take
-            if filled == buf["keys"].shape[0]:
+            if filled == rows:
                 s = len(shards)
                 files = {name: _save(tmp / f"shard-{s:05d}.{name}.npy", arr) for name, arr in buf.items()}
                 shards.append({"start": start, "rows": filled, "files": files})
@@ -250,7 +258,8 @@ def _write_shards(teacher: Teacher, x: Tensor, tmp: Path, k: int | None, shard_s
 
 def write_store(teacher: Teacher | nn.Module | Sequence[nn.Module], x: Tensor, path: str | os.PathLike, *,
                 k: int | None = None, shard_size: int = 65536, batch_size: int = 2000,
-                dataset_fingerprint: str | None = None, progress: bool = False, overwrite: bool = False
+                dataset_fingerprint: str | None = None, progress: bool = False, overwrite: bool = False,
+                dtype: str = "float16", keys: bool = True, weights_sha256: Sequence[str] | None = None
                 ) -> dict[str, Any]:
     """Run ``teacher`` over the transfer set ``x`` once (Hinton et al. 2015 §4) and write a store at ``path``.
 
@@ -259,8 +268,11 @@ def write_store(teacher: Teacher | nn.Module | Sequence[nn.Module], x: Tensor, p
     at ``T = 1``); ``None`` (or ``k = C``) keeps all classes. Rows are grouped in shards of ``shard_size``; the
     teacher runs on batches of ``batch_size`` rows on its own device, receiving ``idx`` = their positions in
     ``x``. ``dataset_fingerprint``: recorded instead of the sha256 of ``x`` (e.g. a dataset name and version).
-    ``overwrite``: replace an existing store (never another kind of directory). Atomic: the store appears
-    complete at ``path`` or not at all. Returns the manifest.
+    ``overwrite``: replace an existing store (never another kind of directory). ``dtype``: ``"float16"`` (half
+    the disk) or ``"float32"`` (the teacher's logits exactly). ``keys``: write each row's key (needed to find
+    rows by content and for ``check_rows``; a store read by position only can skip them).
+    ``weights_sha256``: :func:`member_sha256` of ``teacher`` when the caller has it already (not recomputed).
+    Atomic: the store appears complete at ``path`` or not at all. Returns the manifest.
     """
     teacher, path = as_teacher(teacher), Path(path)
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] == 0:
@@ -269,25 +281,28 @@ def write_store(teacher: Teacher | nn.Module | Sequence[nn.Module], x: Tensor, p
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ValueError(f"k must be a positive integer or None (all classes), got {k!r}")
+    if dtype not in _TORCH:
+        raise ValueError(f"dtype must be one of {sorted(_TORCH)}, got {dtype!r}")
     if path.exists() and not (overwrite and _is_store(path)):
         raise FileExistsError(f"{path} already exists" + (" and is not a teacher store" if overwrite else
                                                            " — pass overwrite=True to replace the store"))
-    members_sha = member_sha256(teacher)
+    members_sha = list(weights_sha256) if weights_sha256 is not None else member_sha256(teacher)
     fp = dataset_fingerprint if dataset_fingerprint is not None else data_fingerprint(x)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
-        shards, members, classes, k = _write_shards(teacher, x, tmp, k, shard_size, batch_size, progress)
+        shards, members, classes, k = _write_shards(teacher, x, tmp, k, shard_size, batch_size, progress, dtype, keys)
         m: dict[str, Any] = {
             "kind": KIND, "format_version": VERSION, "layout": "full" if k is None else "topk", "k": k,
-            "rows": int(x.shape[0]), "classes": classes, "members": members, "dtype": "float16",
+            "rows": int(x.shape[0]), "classes": classes, "members": members, "dtype": dtype,
             "index_dtype": None if k is None else _index_dtype(classes).name, "combine": teacher.combine,
             "output": getattr(teacher, "output", None), "teacher": type(teacher).__name__,
-            "teacher_sha256": state_sha256(teacher), "member_sha256": members_sha, "fingerprint": fp,
+            "member_sha256": members_sha, "fingerprint": fp,
             "fingerprint_source": "given" if dataset_fingerprint is not None else "sha256 of x",
             "input": {"row_shape": list(x.shape[1:]), "dtype": str(x.dtype)},
-            "row_keys": "blake2b-64 of each input row's bytes, row shape and dtype", "fill_rule": FILL_RULE,
+            "row_keys": "blake2b-64 of each input row's bytes, row shape and dtype" if keys else None,
+            "fill_rule": FILL_RULE,
             "shard_size": shard_size, "shards": shards,
         }
         m["manifest_sha256"] = _manifest_sha256(m)
@@ -342,8 +357,8 @@ def _open_file(path: Path, spec: dict[str, Any], shape: tuple, dtype: np.dtype, 
     if size != spec["bytes"]:
         what = "truncated" if size < spec["bytes"] else "wrong size"
         raise StoreError(f"{f}: {what} ({size} bytes, the manifest says {spec['bytes']})")
-    if verify and _file_sha256(f) != spec["sha256"]:
-        raise StoreError(f"{f}: damaged (sha256 differs from the manifest)")
+    if verify and sha256_file(f) != spec["sha256"]:
+        raise StoreError(f"{f}: damaged (its sha256 checksum differs from the manifest's)")
     try:
         arr = np.load(f, mmap_mode="r", allow_pickle=False)
     except Exception as e:
@@ -363,22 +378,28 @@ def _open_file(path: Path, spec: dict[str, Any], shape: tuple, dtype: np.dtype, 
 
 class StoredTeacher(Teacher):
     """A :class:`Teacher` serving a store written by :func:`write_store` (formulas: module docstring).
+    It is ``precomputed``, and ``live`` only with a ``fallback``.
 
     ``expected_member_sha256``: the sha256 of each member's weights the store must have been written by (e.g.
     ``member_sha256(live_teacher)``; a single string for one model); ``expected_fingerprint``: the data
     fingerprint (``data_fingerprint(x)`` or the string given to :func:`write_store`). A mismatch is a
     :class:`StaleStoreError`; damage a :class:`StoreError`. ``verify``: hash and scan every shard file at open
     (sizes, shapes and dtypes are always checked). ``check_rows``: with ``idx``, require the rows of ``x`` to
-    be the stored rows (off for augmented inputs). ``fallback``: a live teacher with the same weights for
+    be the stored rows (off for augmented inputs; ``None``: on when the store has row keys — a store written
+    with ``keys=False`` is read by position only). ``fallback``: a live teacher with the same weights for
     inputs not in the store (evaluation splits). Output: float32 ``[B, M, C]`` on ``x``'s device.
     """
 
+    precomputed = True
+
+    def weights_sha256(self) -> list[str]:
+        return list(self.manifest["member_sha256"])
+
     def __init__(self, path: str | os.PathLike, expected_member_sha256: str | Sequence[str] | None = None,
-                 expected_fingerprint: str | None = None, *, verify: bool = True, check_rows: bool = True,
+                 expected_fingerprint: str | None = None, *, verify: bool = True, check_rows: bool | None = None,
                  fallback: Teacher | nn.Module | Sequence[nn.Module] | None = None):
         super().__init__()
         self.path = Path(path)
-        self.is_store = True  # the engine serves it as it is (no second cache of its outputs)
         self.live = fallback is not None  # by index only, unless a live teacher answers for other inputs
         raw, m = _read_manifest(self.path)
         self.manifest = m
@@ -393,24 +414,31 @@ class StoredTeacher(Teacher):
         try:
             self.rows, self.members, self.num_classes = int(m["rows"]), int(m["members"]), int(m["classes"])
             self.k, self.layout, self.combine, self.output = m["k"], m["layout"], m["combine"], m["output"]
+            self.dtype, has_keys = m.get("dtype", "float16"), m.get("row_keys") is not None
             specs = [(int(s["start"]), int(s["rows"]), s["files"]) for s in m["shards"]]
         except (KeyError, TypeError, ValueError) as e:
             raise StoreError(f"{self.path / MANIFEST}: damaged manifest ({type(e).__name__}: {e})") from None
         if [s for s, _, _ in specs] != list(np.cumsum([0] + [r for _, r, _ in specs])[:-1]) \
                 or sum(r for _, r, _ in specs) != self.rows:
             raise StoreError(f"{self.path / MANIFEST}: the shards do not cover rows 0..{self.rows - 1}")
+        if self.dtype not in _TORCH:
+            raise StoreError(f"{self.path / MANIFEST}: logits dtype {self.dtype!r}, expected one of {sorted(_TORCH)}")
+        if check_rows and not has_keys:
+            raise StoreError(f"{self.path}: written without row keys (read by position only) — open it with "
+                             "check_rows=False")
         self._shards: list[dict[str, np.ndarray]] = []
         for _, rows, files in specs:
-            layout = _arrays(self.layout, rows, self.members, self.num_classes, self.k)
+            layout = _arrays(self.layout, rows, self.members, self.num_classes, self.k, self.dtype, has_keys)
             if set(files) != set(layout):
                 raise StoreError(f"{self.path / MANIFEST}: shard files {sorted(files)}, expected {sorted(layout)}")
             self._shards.append({name: _open_file(self.path, files[name], shape, dt, self.num_classes, verify)
                                  for name, (shape, dt) in layout.items()})
         self._files = [files for _, _, files in specs]
         self._starts = np.array([s for s, _, _ in specs], dtype=np.int64)
-        self._keys = np.concatenate([np.asarray(s["keys"]) for s in self._shards])  # 8 bytes a row, in memory
-        self._order: np.ndarray | None = None  # the content index (16 bytes a row), built at the first lookup
-        self.check_rows = check_rows
+        # 8 bytes a row, in memory; the content index (16 bytes a row) is built at the first lookup
+        self._keys = np.concatenate([np.asarray(s["keys"]) for s in self._shards]) if has_keys else None
+        self._order: np.ndarray | None = None
+        self.check_rows = has_keys if check_rows is None else check_rows
         self.fallback = as_teacher(fallback, combine=self.combine) if fallback is not None else None
         if self.fallback is not None and member_sha256(self.fallback) != m["member_sha256"]:
             raise StaleStoreError(f"{self.path}: the fallback teacher's weights are not the ones the store was "
@@ -445,6 +473,8 @@ class StoredTeacher(Teacher):
 
     def _find(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Store rows holding the inputs ``x`` (by content), and which were found."""
+        if self._keys is None:
+            raise ValueError(f"{self.path}: written without row keys — look its rows up by position (idx)")
         if self._order is None:
             self._order = np.argsort(self._keys, kind="stable")
             self._sorted = self._keys[self._order]
@@ -485,6 +515,47 @@ class StoredTeacher(Teacher):
 
 def _short(shas: Sequence[str]) -> str:
     return "[" + ", ".join(str(s)[:12] + "…" for s in shas) + "]"
+
+
+# --------------------------------------------------------------------------- the engine's per-run store
+
+
+def _check_made_by(st: StoredTeacher, teacher: Teacher, rows: int) -> StoredTeacher:
+    """``st`` if it holds ``teacher``'s exact outputs (class, combine, output) for ``rows`` rows, else stale."""
+    want = {"teacher": type(teacher).__name__, "combine": teacher.combine, "output": getattr(teacher, "output", None),
+            "rows": rows, "layout": "full", "dtype": "float32"}
+    got = {k: st.manifest.get(k) for k in want}
+    if got != want:
+        diff = ", ".join(f"{k} {got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k])
+        raise StaleStoreError(f"{st.path}: stale teacher store — {diff}")
+    return st
+
+
+def run_store(teacher: Teacher, x: Tensor, path: str | os.PathLike, *, batch_size: int = 2000, write: bool = True,
+              weights_sha256: Sequence[str] | None = None, fingerprint: str | None = None) -> Teacher:
+    """The teacher's outputs on the transfer set ``x`` (rows ``0..N−1`` by position), computed once: the store at
+    ``path`` (the engine's ``teacher_store/``) if it holds them, else written there first — full float32 member
+    logits without row keys, so training from it is bit-identical to training from the live teacher.
+
+    A store by another teacher (:func:`member_sha256`, class, combine, output), for other inputs
+    (:func:`data_fingerprint`; either given when the caller has it: hashed once) or damaged (checksum, size,
+    shape) is rewritten with a warning naming why. ``write=False`` (another process owns ``path``): a missing or
+    unusable store is computed in memory instead (a :class:`~darkknowledge.teachers.CachedTeacher`)."""
+    path = Path(path)
+    shas = list(weights_sha256) if weights_sha256 is not None else member_sha256(teacher)
+    fp = fingerprint if fingerprint is not None else data_fingerprint(x)
+    if path.exists():
+        try:
+            return _check_made_by(StoredTeacher(path, shas, fp, check_rows=False), teacher, x.shape[0])
+        except StoreError as e:
+            log.warning("%s; rewriting it", e)
+    if not write:
+        return CachedTeacher(compute_member_logits(teacher, x, batch_size), combine=teacher.combine)
+    if path.is_dir() and not _is_store(path):  # the engine's own folder, damaged beyond its manifest
+        shutil.rmtree(path)
+    write_store(teacher, x, path, batch_size=batch_size, dataset_fingerprint=fp, overwrite=True, dtype="float32",
+                keys=False, weights_sha256=shas)
+    return StoredTeacher(path, verify=False, check_rows=False)
 
 
 # --------------------------------------------------------------------------- memory

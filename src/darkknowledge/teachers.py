@@ -3,7 +3,8 @@
 A teacher answers ``soft_targets(x, T, idx)`` — its distribution at temperature ``T`` for a batch
 ``x`` whose dataset indices are ``idx`` — and ``logits(x, idx)``. A live teacher runs its model
 (eval mode, frozen, no grad); a :class:`CachedTeacher` looks the logits up by index, so the training
-loop cannot tell them apart (the DistillKit idea).
+loop cannot tell them apart (the DistillKit idea). Outputs on disk: :mod:`darkknowledge.store`. A teacher's
+identity is the sha256 of its weights (:func:`state_sha256`; per member: :meth:`Teacher.weights_sha256`).
 
 Ensembles (Hinton et al. 2015, §2): at temperature ``T`` the arithmetic combination is
 ``p = (1/M) Σ_m softmax(v_m / T)`` (the paper's default); the geometric one is the renormalised
@@ -12,17 +13,20 @@ Ensembles (Hinton et al. 2015, §2): at temperature ``T`` the arithmetic combina
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .losses import check_temperature, scaled_logits
+from .utils import module_device
 
 __all__ = ["Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members", "freeze",
-           "ManifestError", "write_manifest", "teacher_files"]
+           "state_sha256", "hash_tensor", "compute_member_logits", "member_logits_batches", "ManifestError",
+           "write_manifest", "teacher_files"]
 
 COMBINES = ("arithmetic", "geometric")
 
@@ -47,16 +51,39 @@ def combine_members(member_logits: Tensor, temperature: float, combine: str = "a
     raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
 
 
+def hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
+    """Feed ``t``'s shape, dtype and bytes (C order) to ``h``, without copying a contiguous CPU tensor."""
+    t = t.detach().cpu().contiguous()
+    h.update(str((tuple(t.shape), str(t.dtype))).encode())
+    if t.numel():  # 0-dim buffers too
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 over a module's parameters and buffers (names, shapes, dtypes, values), in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        hash_tensor(h, t)
+    return h.hexdigest()
+
+
 class Teacher(nn.Module):
     """Base class: subclasses implement :meth:`member_logits` (``[B, M, C]``).
 
-    A teacher declares what it can serve instead of being type-tested by the engine: ``live`` is ``True``
-    when it runs a model on any input (so it can label augmented views and evaluation splits), ``False``
-    when it serves outputs stored for the training split's rows, looked up by index only."""
+    A teacher declares what it can serve instead of being type-tested by the engine:
+
+    * ``live``: ``True`` when it runs a model on any input (so it can label augmented views and evaluation
+      splits); ``False`` when it serves outputs stored for the training split's rows, looked up by index only
+      (``len(teacher)`` is then the number of rows it holds).
+    * ``precomputed``: ``True`` when its outputs are already computed (held in memory or in a store), so that
+      storing them once more for a run would only copy them.
+    """
 
     combine: str = "arithmetic"
     num_classes: int | None = None
     live: bool = True
+    precomputed: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,6 +134,11 @@ class Teacher(nn.Module):
             return self
         raise ValueError(f"{type(self).__name__} cannot serve {output!r}")
 
+    def weights_sha256(self) -> list[str]:
+        """The sha256 of each member's weights (:func:`state_sha256`), the identity a store records: here the
+        whole teacher's; a model's, each ensemble member's or a store's recorded list in the subclasses."""
+        return [state_sha256(self)]
+
     def train(self, mode: bool = True) -> Teacher:  # a teacher is always in eval mode
         return super().train(False)
 
@@ -133,6 +165,9 @@ class ModelTeacher(Teacher):
     @torch.no_grad()
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         return _call(self.model, x, self.output).unsqueeze(1)
+
+    def weights_sha256(self) -> list[str]:
+        return [state_sha256(self.model)]
 
 
 class Ensemble(Teacher):
@@ -163,11 +198,16 @@ class Ensemble(Teacher):
             raise ValueError(f"ensemble members disagree on output shape: {sorted(shapes)}")
         return torch.stack(outs, dim=1)
 
+    def weights_sha256(self) -> list[str]:
+        return [state_sha256(m) for m in self.members]
+
 
 class CachedTeacher(Teacher):
-    """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) looked up by dataset index."""
+    """Precomputed member logits ``[N, M, C]`` (or ``[N, C]``) held in memory, looked up by dataset index
+    (on disk, the same is a :class:`~darkknowledge.store.StoredTeacher`)."""
 
     live = False
+    precomputed = True
 
     def __init__(self, logits: Tensor, combine: str = "arithmetic"):
         super().__init__()
@@ -201,6 +241,21 @@ def as_teacher(obj: nn.Module | Teacher | Sequence[nn.Module], combine: str = "a
     if isinstance(obj, nn.Module):
         return ModelTeacher(obj)
     return Ensemble(list(obj), combine=combine)
+
+
+def member_logits_batches(teacher: Teacher, x: Tensor, batch_size: int) -> Iterator[tuple[int, Tensor]]:
+    """``(start, float32 member logits [b, M, C] on the CPU)`` of ``x`` in batches on the teacher's device; the
+    teacher receives ``idx`` = the rows' positions in ``x``."""
+    dev = module_device(teacher)
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i:i + batch_size]
+        with torch.inference_mode():
+            yield i, teacher.member_logits(xb.to(dev), torch.arange(i, i + xb.shape[0])).float().cpu()
+
+
+def compute_member_logits(teacher: Teacher, x: Tensor, batch_size: int = 2000) -> Tensor:
+    """The teacher's member logits ``[N, M, C]`` (float32) on ``x``, in batches on its device; on the CPU."""
+    return torch.cat([v for _, v in member_logits_batches(teacher, x, batch_size)])
 
 
 # --------------------------------------------------------------------------- ensemble manifests

@@ -43,6 +43,7 @@ from torch import Tensor
 from ..utils import atomic_write_bytes
 from . import common as _common
 from .common import ChecksumError, DatasetNotFoundError, RemoteFile, locate_files, sha256_file
+from .registry import register_dataset
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -386,12 +387,18 @@ def normalize_cifar(x: Tensor) -> Tensor:
     return ((x.float() / 255.0) - mean) / std
 
 
+@register_dataset("cifar10-jpeg", classes=10)
 def load_cifar10_normalized(data_dir: str | os.PathLike | None = None, download: bool = True,
                             coarse: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
     """The registry's ``cifar10-jpeg`` (10 classes) and, with ``coarse``, ``cifar10-jpeg-2x5`` (2 classes,
     :func:`cifar_2x5_labels`): normalised images, int64 labels."""
     raw = load_cifar10_splits(data_dir, download)
     return {k: (normalize_cifar(x), cifar_2x5_labels(y.long()) if coarse else y.long()) for k, (x, y) in raw.items()}
+
+
+@register_dataset("cifar10-jpeg-2x5", classes=2)
+def _cifar10_2x5(data_dir=None, download=True) -> dict[str, tuple[Tensor, Tensor]]:
+    return load_cifar10_normalized(data_dir, download, coarse=True)
 
 
 def cifar_2x5_labels(fine: _T) -> _T:

@@ -46,7 +46,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .criteo import NUM_CAT, NUM_INT, CriteoData
+from .criteo import NUM_CAT, NUM_INT, CriteoData, ctr_inputs
+from .registry import register_dataset
 
 __all__ = [
     "ClickthroughConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "ClickthroughWorld",
     "generate_clickthrough",
     "clickthrough_splits",
+    "ctr_inputs",
     "USER_INT_FIELDS",
     "AD_INT_FIELDS",
     "NOISE_INT_FIELDS",
@@ -289,14 +291,7 @@ def clickthrough_splits(
         (("train", train), ("val", val), ("test", test)), start=1)}
 
 
-def ctr_inputs(data, num_buckets: int) -> torch.Tensor:
-    """``CriteoData`` → the ``ctr_mlp`` model's ``[N, 52]`` float input (dense features, then bucket ids)."""
-    from .criteo import criteo_features
-
-    dense, cat = criteo_features(data, num_buckets=num_buckets)
-    return torch.cat([torch.from_numpy(dense), torch.from_numpy(cat).float()], dim=1)
-
-
+@register_dataset("synthetic-clickthrough", classes=2)
 def load_clickthrough(data_dir=None, download: bool = True, train_rows: int = 300_000, test_rows: int = 100_000,
                       world_seed: int = 0, num_buckets: int = 4096) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The registry's ``synthetic-clickthrough``: world ``world_seed`` with the subclass-clickthrough

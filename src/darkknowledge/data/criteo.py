@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 import numpy as np
+import torch
 
 from .common import RemoteFile, locate_files
+from .registry import register_dataset
 
 __all__ = [
     "NUM_INT",
@@ -46,6 +48,7 @@ __all__ = [
     "read_criteo",
     "load_criteo_sample",
     "criteo_features",
+    "ctr_inputs",
     "hash_categorical",
 ]
 
@@ -90,10 +93,6 @@ def load_criteo_sample_split(data_dir: str | os.PathLike | None = None, download
                              num_buckets: int = 4096) -> dict[str, tuple]:
     """The registry's ``criteo-sample``: the 1,000 labelled rows as ``ctr_mlp`` inputs, the first 800 as
     ``train`` and the last 200 as ``test`` (the pipeline check of the subclass-clickthrough experiment)."""
-    import torch
-
-    from .clickthrough import ctr_inputs
-
     data = load_criteo_sample("train", data_dir)
     x, y = ctr_inputs(data, num_buckets), torch.from_numpy(data.labels).long()
     return {"train": (x[:800], y[:800]), "test": (x[800:], y[800:])}
@@ -285,3 +284,15 @@ def criteo_features(
     x = np.where(missing, 0.0, ints)
     dense = np.concatenate([np.sign(x) * np.log1p(np.abs(x)), missing.astype(np.float64)], axis=1)
     return dense.astype(np.float32), hash_categorical(cats, num_buckets, seed=seed)
+
+
+def ctr_inputs(data: CriteoData, num_buckets: int) -> torch.Tensor:
+    """``CriteoData`` → the ``ctr_mlp`` model's ``[N, 52]`` float input (:func:`criteo_features`: the dense
+    features, then the bucket ids as floats)."""
+    dense, cat = criteo_features(data, num_buckets=num_buckets)
+    return torch.cat([torch.from_numpy(dense), torch.from_numpy(cat).float()], dim=1)
+
+
+@register_dataset("criteo-sample", classes=2)
+def _criteo_sample(data_dir=None, download=True) -> dict[str, tuple]:
+    return load_criteo_sample_split(data_dir)  # the sample ships with the data folder: nothing to download

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .common import ENV_VAR, DatasetNotFoundError, RemoteFile, candidate_dirs, locate_files
+from .registry import register_dataset
 
 __all__ = [
     "FSDD_DATASET", "FSDD_FILE", "HELDOUT_PAIR", "FSDDFormatError", "FSDD", "load_fsdd", "split_recordings",
@@ -271,3 +272,18 @@ of all training recordings — unlabelled audio statistics, no labels)."""
     if train_share is not None:  # ``fsdd-frames-3pct``: the training frames of a seeded share of the recordings
         fs.train = fs.train.select(subsample_recordings(fs.ids["train"], train_share, kwargs.get("seed", 0)))
     return fs.as_registry()
+
+
+@register_dataset("fsdd-frames", classes=30)
+def _fsdd_official(data_dir=None, download=True) -> dict[str, tuple[Tensor, Tensor]]:
+    return load_fsdd_frames(data_dir, download, split="official")
+
+
+@register_dataset("fsdd-frames-speakers", classes=30)
+def _fsdd_speakers(data_dir=None, download=True) -> dict[str, tuple[Tensor, Tensor]]:
+    return load_fsdd_frames(data_dir, download, split="speaker")
+
+
+@register_dataset("fsdd-frames-3pct", classes=30)
+def _fsdd_3pct(data_dir=None, download=True) -> dict[str, tuple[Tensor, Tensor]]:
+    return load_fsdd_frames(data_dir, download, split="official", train_share=0.03)

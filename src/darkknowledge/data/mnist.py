@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .common import RemoteFile, locate_files
+from .registry import register_dataset
 
 __all__ = ["MNIST_FILES", "read_idx", "load_mnist", "load_digits", "IDXFormatError"]
 
@@ -69,6 +70,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=hdr).reshape(dims)
 
 
+@register_dataset("mnist", classes=10)
 def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True
                ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Return ``{"train": (x, y), "test": (x, y)}`` with ``x`` float32 ``[N, 1, 28, 28]`` in [0, 1]."""
@@ -97,3 +99,15 @@ def load_digits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
     x, y = x[perm], y[perm]
     return {"train": (x[:-400], y[:-400]), "test": (x[-400:], y[-400:])}
+
+
+@register_dataset("digits", classes=10)
+def _digits(data_dir=None, download=True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return load_digits()
+
+
+@register_dataset("mnist-2x5", classes=2)
+def load_mnist_2x5(data_dir: str | os.PathLike | None = None, download: bool = True
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """MNIST regrouped into 2 classes of 5 digits, ``y // 5`` (Müller et al. 2020's "2x5" sets)."""
+    return {k: (x, torch.div(y, 5, rounding_mode="floor")) for k, (x, y) in load_mnist(data_dir, download).items()}

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .common import DatasetNotFoundError, RemoteFile, candidate_dirs, locate_files
+from .registry import register_dataset
 
 __all__ = ["OMNIGLOT_FILES", "OMNIGLOT_DATASET", "TRAIN_DRAWERS", "VAL_DRAWERS", "TEST_DRAWERS", "OmniglotFormatError",
            "read_omniglot", "omniglot_class_names", "load_omniglot"]
@@ -129,6 +130,7 @@ def read_omniglot(paths: Sequence[str | os.PathLike], image_size: int = 28
     return images, labels, drawers, names
 
 
+@register_dataset("omniglot", classes=242)
 def load_omniglot(data_dir: str | os.PathLike | None = None, download: bool = True,
                   val_drawers: Sequence[int] = VAL_DRAWERS) -> dict[str, tuple[Tensor, Tensor]]:
     """The registry's ``omniglot``: ``{"train", "val", "test"}`` → ``(x [N, 1, 28, 28], y)`` split by drawer

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .registry import register_dataset
+
 
 def make_blobs(n_train: int = 20000, n_test: int = 2000, dim: int = 64, num_classes: int = 10, noise: float = 3.0,
                seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
@@ -18,3 +20,8 @@ def make_blobs(n_train: int = 20000, n_test: int = 2000, dim: int = 64, num_clas
         x = mu[y] + noise * torch.randn(n, dim, generator=g)
         out[split] = (x, y)
     return out
+
+
+@register_dataset("synthetic", classes=10)
+def _synthetic(data_dir=None, download=True) -> dict[str, tuple[Tensor, Tensor]]:
+    return make_blobs()

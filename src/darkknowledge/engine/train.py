@@ -33,7 +33,6 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..cache import cached_teacher, state_sha256
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, TensorData, load_dataset, train_val_split
 from ..data.common import sha256_file
@@ -41,6 +40,7 @@ from ..data.files import load_files
 from ..methods import Method, create_method, get_method
 from ..metrics import classification_metrics, evaluate, predict_logits
 from ..models import apply_max_norm, create_model, load_model, save_model
+from ..store import run_store, state_sha256
 from ..teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..transforms import random_shift
 from ..utils import (
@@ -278,9 +278,9 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         return None, []
     if given is not None:
         teacher = as_teacher(given, combine=cfg.distill.combine)
-        if isinstance(teacher, CachedTeacher) and cfg.data.augment_shift:
-            raise ValueError("a CachedTeacher holds outputs for the unshifted training inputs, but data.augment_shift "
-                             f"is {cfg.data.augment_shift}: set it to 0 or pass the live teacher")
+        if not teacher.live and cfg.data.augment_shift:
+            raise ValueError(f"a {type(teacher).__name__} holds outputs for the unshifted training inputs, but "
+                             f"data.augment_shift is {cfg.data.augment_shift}: set it to 0 or pass the live teacher")
         teacher.num_classes = getattr(teacher, "num_classes", None) or n_cls
         return teacher, [state_sha256(teacher)]
     if not cfg.distill.teachers:
@@ -322,27 +322,24 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
 
 def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path,
                   w: dd.World = dd.SINGLE) -> Method:
-    """The method by name; its teacher serves what the method needs (``teacher_output``), from a cache of
-    the transfer set's outputs when the transfer set is not augmented (rows looked up by position; written
-    by rank 0 only, then read by the other ranks)."""
+    """The method by name with ``cfg.method_args`` (every method's settings; the config fills in kd's); its
+    teacher serves what the method needs (``teacher_output``), from the run's store of the transfer set's
+    outputs (``teacher_store/``, :func:`~darkknowledge.store.run_store`) when ``distill.cache`` is on, the
+    transfer set is not augmented and the outputs are not precomputed already (rows looked up by position;
+    written by rank 0 only, then read by the other ranks)."""
     name = cfg.method or ("kd" if cfg.distill is not None else "labels")
-    cls = get_method(name)
-    args = dict(cfg.method_args)
     serving = None
     if teacher is not None:
-        d = cfg.distill
-        serving = teacher.serving(cls.teacher_output)
-        already = getattr(serving, "is_store", False) or isinstance(serving, CachedTeacher)
-        if d.cache and cfg.data.augment_shift == 0 and not already:
-            path = out / "teacher_cache.safetensors"
+        serving = teacher.serving(get_method(name).teacher_output)
+        if cfg.distill.cache and cfg.data.augment_shift == 0 and not serving.precomputed:
+            path = out / "teacher_store"
             if w.main:
-                serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size)
+                (out / "teacher_cache.safetensors").unlink(missing_ok=True)  # the per-run cache's former file
+                serving = run_store(serving, x_train, path, batch_size=cfg.eval_batch_size)
             dd.barrier(w)
             if not w.main:
-                serving = cached_teacher(serving, x_train, path, cfg.eval_batch_size, write=False)
-        if name == "kd":
-            args = {"temperature": d.temperature, "w_soft": d.w_soft, "w_hard": d.w_hard, "kind": d.kind, **args}
-    return create_method(name, model, serving, **args)
+                serving = run_store(serving, x_train, path, batch_size=cfg.eval_batch_size, write=False)
+    return create_method(name, model, serving, **cfg.method_args)
 
 
 def _batch(cfg: TrainConfig, x_all: Tensor, y_all: Tensor, idx: Tensor, aug_gen: torch.Generator,

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..data import DatasetNotFoundError, load_dataset
 from ..engine.jobs import Job, run_jobs
 from ..engine.stages import Context, Experiment, Outcome, Stage
@@ -235,7 +236,7 @@ def run_demo(out: str | Path | None = None, data_dir: str | None = None, quick: 
         setup=(f"Dataset: {dataset}. Teacher: {recs['teacher']['dataset']['train']} training images with random "
                f"shifts; both students: the same {recs['baseline']['dataset']['train']}-image transfer set "
                f"({TRANSFER_FRACTION:.0%} of the training split), no shifts; the distilled one at T = "
-               f"{recs['distilled']['config']['distill']['temperature']:g}."),
+               f"{TrainConfig.model_validate(recs['distilled']['config']).method_args['temperature']:g}."),
         verdict=(f"Distilled student {'ahead of' if ahead else 'NOT ahead of'} the label-trained one "
                  f"({int(values['distilled_errors'])} vs {int(values['baseline_errors'])} test errors)."),
         refnote=(f"Reference: `{ref_dir}` ({ref['teacher_accuracy']['n']} seeds)." if ref else

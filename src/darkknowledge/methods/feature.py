@@ -28,10 +28,11 @@ class PenultimateKD(Method):
     def __init__(self, student, teacher, weight: float = 1.0, teacher_dim: int | None = None):
         super().__init__(student, teacher)
         teacher = self.teacher
-        if teacher_dim is None:
-            table = getattr(teacher, "table", None)
+        if teacher_dim is None and teacher.precomputed:  # stored features: their width is the stored "classes"
+            teacher_dim = teacher.num_classes
+        elif teacher_dim is None:
             src = getattr(teacher, "model", None) or next(iter(getattr(teacher, "members", [])), None)
-            teacher_dim = table.shape[-1] if table is not None else getattr(src, "feature_dim", None)
+            teacher_dim = getattr(src, "feature_dim", None)
         if teacher_dim is None or getattr(student, "feature_dim", None) is None:
             raise ValueError("penultimate distillation needs feature_dim on the student and the teacher")
         self.weight = check_weight("weight", weight)
