@@ -140,7 +140,7 @@ def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
 
 
 EXPERIMENT = register_experiment(Experiment(
-    NAME, settings=mnist_settings, default_seeds=lambda st: 3, options=frozenset({"seeds", "only"}),
+    NAME, settings=mnist_settings, default_seeds=lambda st: 3,
     stages=[Stage("teacher", teachers, teacher_numbers),
             Stage("students", student_jobs, student_numbers, needs=("teacher",))],
     summary_keys=ALL_KEYS, report=report, figures=figures,

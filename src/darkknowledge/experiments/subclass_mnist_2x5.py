@@ -191,7 +191,7 @@ def two_by_five(name: str, settings: Callable[[bool], Any], job: Callable[[Conte
                       runs="runs-quick" if ctx.quick else "runs")
 
     return Experiment(
-        name, settings=settings, default_seeds=lambda st: default_seeds, options=frozenset({"seeds", "only"}),
+        name, settings=settings, default_seeds=lambda st: default_seeds,
         stages=[Stage("teacher", teachers, teacher_numbers),
                 Stage("students", student_jobs, student_numbers, needs=("teacher",))],
         summary_keys=ALL_KEYS, report=report, figures=figures,
