@@ -34,6 +34,7 @@ from .subclass_common import (
     pct,
     run_provenance,
     runs_dir,
+    stage_times,
     student_cfgs,
     subclass_eval,
     teacher_file,
@@ -149,7 +150,7 @@ def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
                            values["noaux_teacher_subclass_recovery"]),
         c_acc=paired_claim("the student of the β = 1 teacher", "the student of the β = 0 teacher",
                            values["aux_subclass_acc"], values["noaux_subclass_acc"]),
-        seeds=ctx.seeds, prov=prov, stages=", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items()),
+        seeds=ctx.seeds, prov=prov, stages=stage_times(prov),
         run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
 

@@ -52,7 +52,7 @@ from ..models import load_model
 from ..report import Results, markdown_table, render
 from ..subclass import subclass_nmi, subclass_usage
 from . import register_experiment
-from .subclass_common import fmt_pm, run_provenance, runs_dir, subclass_logits_of, template
+from .subclass_common import fmt_pm, run_provenance, runs_dir, stage_times, subclass_logits_of, template
 from .subclass_figures import ctr_curves_figure
 
 NAME = "subclass-clickthrough"
@@ -413,7 +413,7 @@ def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
         seeds=ctx.seeds, crit=render(sec["criteo"], c=facts, ctr=100 * facts["ctr"],
                                      ints=100 * facts["int_missing_rate"], cats=100 * facts["cat_missing_rate"])
         if facts else sec["no_criteo"],
-        prov=prov, stages=", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items()),
+        prov=prov, stages=stage_times(prov),
         run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
 

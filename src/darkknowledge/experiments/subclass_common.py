@@ -34,7 +34,7 @@ from ..subclass import evaluate_subclasses
 __all__ = ["NUM_CLASSES", "SUBCLASSES", "MNIST_REFERENCE", "STUDENTS", "FineLabels", "coarse_2x5", "subsample_train",
            "mnist_2x5_splits", "Settings", "mnist_settings", "teacher_cfg", "student_cfgs", "mnist_teacher_dir",
            "runs_dir", "mnist_job", "mnist_teacher_job", "subclass_logits_of", "subclass_eval", "pct", "fmt_pm",
-           "template", "run_provenance"]
+           "template", "stage_times", "run_provenance"]
 
 NUM_CLASSES, SUBCLASSES = 2, 5
 #: the official MNIST-2x5 demo's single-run numbers (binary test accuracy %, spec §8)
@@ -254,7 +254,7 @@ def fmt_pm(entry: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) ->
     return fmt(entry, digits, scale, show_n="multi")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def template(name: str) -> dict[str, str]:
     """The sections of the report template ``templates/<name>.md``: the text after a line
     ``<!-- section: KEY -->`` up to the next such line, without the newline that ends it; the text before
@@ -262,6 +262,11 @@ def template(name: str) -> dict[str, str]:
     text = (importlib.resources.files("darkknowledge.experiments") / "templates" / f"{name}.md").read_text("utf-8")
     parts = re.split(r"^<!-- section: (\w+) -->\n", text, flags=re.M)
     return {"": parts[0], **{k: v.removesuffix("\n") for k, v in zip(parts[1::2], parts[2::2])}}
+
+
+def stage_times(prov: dict[str, Any]) -> str:
+    """``teacher 501 s, students 195 s``: the stage wall times of a provenance."""
+    return ", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items())
 
 
 def run_provenance(ctx: Context, **extra: Any) -> dict[str, Any]:

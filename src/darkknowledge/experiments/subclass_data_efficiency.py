@@ -34,6 +34,7 @@ from .subclass_common import (
     pct,
     run_provenance,
     runs_dir,
+    stage_times,
     student_cfgs,
     teacher_file,
     template,
@@ -135,7 +136,7 @@ def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
     return render(sec[""], name=NAME, quick_note=sec["quick_note"] if ctx.quick else "",
                   teacher_acc=fmt_pm(summary["teacher_acc"]), n_seeds=len(ctx.seeds), table=table,
                   gap_txt=", ".join(f"{p}%: {g:+.2f}" for p, g in zip(PERCENTS, gaps)), verdict=verdict, epochs=ep,
-                  seeds=ctx.seeds, prov=prov, stages=", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items()),
+                  seeds=ctx.seeds, prov=prov, stages=stage_times(prov),
                   run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
 

@@ -43,6 +43,7 @@ from .subclass_common import (
     pct,
     run_provenance,
     runs_dir,
+    stage_times,
     student_cfgs,
     subclass_eval,
     teacher_cfg,
@@ -147,7 +148,8 @@ def two_by_five(name: str, settings: Callable[[bool], Any], job: Callable[[Conte
         sec = template(texts["template"])
         chance = chance_levels(data(ctx)[1].test, SUBCLASSES)
         sk, ref = texts["student_kind"], texts["reference"]
-        labels = {"teacher_acc": render(texts["teacher_label"], **texts.get("fields", _no_fields)(st)), "subclass_acc": f"{sk}, subclass distillation",
+        fields = {"st": st, "n_seeds": len(seeds), **texts.get("fields", _no_fields)(st)}
+        labels = {"teacher_acc": render(texts["teacher_label"], **fields), "subclass_acc": f"{sk}, subclass distillation",
                   "conventional_acc": f"{sk}, conventional distillation",
                   "penultimate_acc": f"{sk}, penultimate-layer distillation (our form)",
                   "scratch_acc": f"{sk}, labels only (scratch)"}
@@ -178,7 +180,6 @@ def two_by_five(name: str, settings: Callable[[bool], Any], job: Callable[[Conte
             [[s] + [f"{values[k][i]:.2f}" for k in ("teacher_acc", "scratch_acc", "conventional_acc", "penultimate_acc",
                                                      "subclass_acc", "teacher_subclass_recovery",
                                                      "student_subclass_recovery")] for i, s in enumerate(seeds)])
-        fields = {"st": st, "n_seeds": len(seeds), **texts.get("fields", _no_fields)(st)}
         part = {k: render(v, **fields) for k, v in sec.items() if k}
         return render(template("subclass_2x5")[""], title=texts["title"], name=name,
                       quick_note=part["quick_note"] if ctx.quick else "", intro=part["intro"], acc_table=acc_table,
@@ -186,7 +187,7 @@ def two_by_five(name: str, settings: Callable[[bool], Any], job: Callable[[Conte
                       n_seeds=len(seeds), claims=claims, ref_note=part["ref_note"], fn=fn, rec_table=rec_table,
                       demo_note=part["demo_note"], ev0=teacher_eval(ctx, teachers(ctx)[0]),
                       settings=part["settings"], seeds=seeds, st=st, prov=prov,
-                      stages=", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items()),
+                      stages=stage_times(prov),
                       run_min=prov["run_wall_time_total_s"] / 60, machine=prov["machine"],
                       runs="runs-quick" if ctx.quick else "runs")
 
