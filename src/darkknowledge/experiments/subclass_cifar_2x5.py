@@ -102,4 +102,4 @@ EXPERIMENT = register_experiment(two_by_five(
      "reference_header": "reference (paper; not available here)",
      "teacher_label": "teacher ResNet-{depth} (subclass head + aux loss)", "student_kind": "small CNN student",
      "fine_name": "CIFAR class", "fields": _fields},
-    default_seeds=1))
+    default_seeds=3))
