@@ -8,7 +8,7 @@ the segments. **The segments are never shown to any model**; they are used only 
 teacher's subclasses (NMI) and the true click probabilities give the oracle ("Bayes") log loss and
 AUC. The results are not comparable with the paper's Criteo numbers.
 
-Models (an embedding + MLP, registered here as ``ctr_mlp``): every categorical field is hashed into
+Models (an embedding + MLP, ``ctr_mlp`` in :mod:`darkknowledge.models`): every categorical field is hashed into
 ``num_buckets`` buckets and embedded; the embeddings and the 26 dense inputs (13 ``log1p`` counts and
 13 missing indicators) feed a ReLU MLP. One input tensor ``[N, 52]`` holds the dense values and the
 bucket ids (as floats), split inside the model.
@@ -20,9 +20,13 @@ Stages:
 2. ``students``  a small ``ctr_mlp`` trained for a fixed number of steps by labels only,
                  conventional distillation (grouped class logits) and subclass distillation (all
                  2·s subclass logits), with test log loss and AUC evaluated every ``eval_every``
-                 steps (a small loop here, using the library's registered methods);
+                 steps (the engine's ``max_steps`` / ``eval_every_steps``);
 3. ``criteo``    the Criteo TSV loader on the real 1,000-row sample (schema check + a tiny pipeline
                  fit; skipped when the sample is absent).
+
+Every run is a job (kinds ``subclass-ctr``: on the generated rows, ``criteo-sample``: on the real sample)
+on the shared stage runner (:mod:`darkknowledge.engine.stages`); the report is
+``templates/subclass_clickthrough.md``.
 
 Summary keys: ``<method>_logloss_final``, ``<method>_auc_final`` (test, after the last step),
 ``<method>_steps_to_scratch_best`` (first evaluated step at which the method's test log loss is at
