@@ -14,8 +14,10 @@ import darkknowledge.subclass.losses as sc
 from darkknowledge.subclass import (
     PenultimateDistillation,
     SubclassHead,
+    chance_levels,
     chance_subclass_recovery,
     conventional_class_distillation_loss,
+    evaluate_subclasses,
     subclass_auxiliary_loss,
     subclass_distillation_loss,
     subclass_nmi,
@@ -538,3 +540,45 @@ def test_chance_recovery() -> None:
         chance_subclass_recovery(true, method="uniform")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_subclasses"):
         chance_subclass_recovery(true, coarse_of_fine=coarse)
+
+
+def test_evaluate_subclasses_on_hand_made_logits() -> None:
+    """n = 2 classes × s = 2 subclasses, fine labels 0–3 (class = fine // 2); every number counted by hand."""
+    # predicted subclass (argmax) per example and the fine label; subclass 3 is never predicted
+    pred = [0, 0, 1, 2, 2, 2, 1, 0]
+    fine = [0, 0, 1, 2, 3, 3, 0, 2]
+    z = torch.full((8, 4), -5.0)
+    z[torch.arange(8), torch.tensor(pred)] = 3.0
+    z[6, 2] = 2.9  # example 6: class 0 by logsumexp(−5, 3) ≈ 3.0003 > logsumexp(2.9, −5) ≈ 2.9003
+    y = torch.tensor([f // 2 for f in fine])
+    y[7] = 1 - y[7]  # example 7 (subclass 0 → class 0) is labelled class 0: right; every other label is fine // 2
+    y[3] = 0  # example 3 (subclass 2 → class 1) labelled class 0: the one wrong class prediction
+    ev = evaluate_subclasses(z, y, torch.tensor(fine), subclasses=2)
+    assert ev["accuracy"] == pytest.approx(7 / 8)
+    assert ev["contingency"] == [[2, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 0]]
+    assert ev["counts"] == [3, 2, 3, 0] and ev["num_used"] == 3
+    # best one-to-one matching, by brute force over all 4! assignments: 0→0, 1→1, 2→3 (+ 3→2): 2 + 1 + 2 = 5
+    c = np.asarray(ev["contingency"])
+    best = max(sum(c[i, p[i]] for i in range(4)) for p in itertools.permutations(range(4)))
+    assert best == 5 and ev["recovery"] == pytest.approx(5 / 8)
+    # within class: subclasses 0, 1 may only match fine 0, 1 and subclasses 2, 3 fine 2, 3: 2 + 1 + 2 = 5 too
+    assert ev["recovery_within"] == pytest.approx(5 / 8)
+    # usage entropy: class 0 block (3, 2) → H(0.6, 0.4)/log 2; class 1 block (3, 0) → 0
+    h = -(0.6 * math.log(0.6) + 0.4 * math.log(0.4)) / math.log(2)
+    assert ev["usage_entropy"] == pytest.approx(h / 2)
+    assert ev["nmi"] == pytest.approx(subclass_nmi(pred, fine))
+
+
+def test_evaluate_subclasses_class_prediction_groups_logits() -> None:
+    """The class is the argmax of the logsumexp-grouped logits, not the block of the top subclass."""
+    z = torch.tensor([[2.0, -9.0, 1.5, 1.5]])  # top subclass 0 (class 0), but log(2e^1.5) ≈ 2.19 > 2.0
+    ev = evaluate_subclasses(z, torch.tensor([1]), torch.tensor([2]), subclasses=2)
+    assert ev["accuracy"] == 1.0 and ev["counts"] == [1, 0, 0, 0]
+
+
+def test_chance_levels() -> None:
+    fine = np.array([0, 0, 0, 1, 2, 2, 3, 3, 3, 3])  # classes: 0, 1 → 0; 2, 3 → 1
+    ch = chance_levels(fine, subclasses=2)
+    assert ch["majority"] == pytest.approx((3 + 4) / 10)  # the majority fine label within each class
+    assert ch["class_aware"] == pytest.approx(chance_subclass_recovery(fine, 4, coarse_of_fine=[0, 0, 1, 1]))
+    assert ch["blind"] == pytest.approx(chance_subclass_recovery(fine, 4))

@@ -173,6 +173,7 @@ def test_registered():
     assert "demo" in list_experiments()
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_mnist_2x5_quick(results, shared_data):
     from darkknowledge.experiments.subclass_mnist_2x5 import SUMMARY_KEYS
 
@@ -184,6 +185,7 @@ def test_mnist_2x5_quick(results, shared_data):
     assert "reference: official demo" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_data_efficiency_quick(results, shared_data):
     from darkknowledge.experiments.subclass_data_efficiency import SUMMARY_KEYS
 
@@ -195,6 +197,7 @@ def test_data_efficiency_quick(results, shared_data):
     check_data_efficiency(out, out / "runs-quick", teacher_runs, range(1))
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_ablation_quick(results, shared_data):
     from darkknowledge.experiments.subclass_ablation import SUMMARY_KEYS
 
@@ -216,6 +219,7 @@ def test_committed_results_match_their_records():
     check_ablation(res / "subclass-ablation", res / "subclass-ablation" / "runs", mnist_runs, seeds)
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_clickthrough_quick(results):
     from darkknowledge.experiments.subclass_clickthrough import SUMMARY_KEYS
 
@@ -227,6 +231,7 @@ def test_clickthrough_quick(results):
     assert "SYNTHETIC" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_cifar_2x5_quick(results, shared_data):
     if not os.path.isfile(os.path.join(shared_data, "cifar10-jpeg", "cifar10_jpeg_q75.tar.gz")):
         pytest.skip("CIFAR-10 JPEG copy not found")
@@ -292,6 +297,7 @@ def test_criteo_loader_on_real_sample(tmp_path):
     assert res["heldout_logloss"] < 2 * base
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch):
     """Committed results hold records and ``eval.json`` caches, never weights: the report re-renders
     without training; without the caches, the needed runs are retrained to the same numbers."""
@@ -318,6 +324,7 @@ def test_fresh_clone_rerenders_without_weights(results, shared_data, monkeypatch
     assert (out / "runs-quick" / "teacher_seed0" / "best.safetensors").exists()
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_clickthrough_rerenders_without_weights(results, monkeypatch):
     import darkknowledge.engine.jobs as runner
 
@@ -333,3 +340,28 @@ def test_clickthrough_rerenders_without_weights(results, monkeypatch):
         m.setattr(runner, "train", lambda *a, **k: pytest.fail("re-rendering must not train"))
         _run("subclass-clickthrough", out, data_dir)
     assert json.loads((out / "summary.json").read_text()) == before
+
+
+@pytest.mark.parametrize("name", ["subclass-data-efficiency", "subclass-ablation"])
+def test_committed_report_on_shared_teachers_rerenders_byte_for_byte(name, shared_data, tmp_path, monkeypatch):
+    """As tests/test_report.py's RERENDER, for the two experiments whose teachers live in subclass-mnist-2x5's
+    folder: a fresh clone's records (no weights) re-render the committed folder exactly, training nothing."""
+    import shutil
+
+    import darkknowledge.engine.jobs as jobs
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "results" / name / "summary.json").exists():
+        pytest.skip("no committed results")
+    for folder in (name, "subclass-mnist-2x5"):
+        shutil.copytree(repo / "results" / folder, tmp_path / "results" / folder,
+                        ignore=shutil.ignore_patterns("*.safetensors", "*.pt", "checkpoint*", ".staging"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jobs, "train", lambda *a, **k: pytest.fail("a committed report must re-render without training"))
+    sub = Path("results") / name
+    before = {p.name: p.read_bytes() for p in sub.iterdir() if p.is_file()}
+    get_experiment(name)(out=str(sub), data_dir=shared_data, seeds=3, progress=False)
+    after = {p.name: p.read_bytes() for p in sub.iterdir() if p.is_file()}
+    assert sorted(after) == sorted(before)
+    for f in before:
+        assert after[f] == before[f], f"{sub / f} changed"

@@ -17,143 +17,146 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..report import markdown_table, write_report, write_summary
+from ..engine.jobs import Job, finished_record
+from ..engine.stages import Context, Experiment, Outcome, Stage
+from ..report import Results, markdown_table, render
+from ..report.claims import paired_claim
+from ..subclass import chance_levels
 from . import register_experiment
-from .runner import Stage, finished_record
 from .subclass_common import (
-    cached_subclass_eval,
-    chance_levels,
+    SUBCLASSES,
     fmt_pm,
+    mnist_2x5_splits,
+    mnist_job,
+    mnist_settings,
     mnist_teacher_dir,
-    open_mnist_experiment,
+    mnist_teacher_job,
     pct,
-    plt,
-    run_student,
+    run_provenance,
+    runs_dir,
+    stage_times,
     student_cfgs,
-    usage_figure,
-    write_provenance,
+    subclass_eval,
+    teacher_file,
+    template,
 )
-from .subclass_mnist_2x5 import claim_text, mnist_teacher
+from .subclass_figures import ablation_figure, usage_figure
 
 NAME = "subclass-ablation"
 STAGES = ("teacher", "students")
 SUMMARY_KEYS = ("noaux_teacher_subclass_recovery", "noaux_subclass_acc")
+TAGS = ("noaux", "aux")  # β = 0 (runs here), β = 1 (subclass-mnist-2x5's runs)
+_KEYS = ("student_subclass_recovery", "subclass_acc", "teacher_acc", "teacher_nmi", "teacher_subclass_recovery",
+         "teacher_subclasses_used", "teacher_usage_entropy")
+#: every summary key, in summary.json's order (the rest sorted)
+ALL_KEYS = (*SUMMARY_KEYS, *sorted({f"{t}_{k}" for t in TAGS for k in _KEYS} - set(SUMMARY_KEYS)
+                                   | {"chance_subclass_recovery", "chance_subclass_recovery_blind"}))
 
-__all__ = ["run", "NAME", "SUMMARY_KEYS"]
-
-
-@register_experiment(NAME)
-def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 3,
-        only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    o = open_mnist_experiment(out, data_dir, quick, seeds, only, STAGES)
-    t0, out, runs, st, splits, fine, seed_list = o.t0, o.out, o.runs, o.st, o.splits, o.fine, o.seeds
-    aux_runs = mnist_teacher_dir(out, quick)
-    times: dict[str, float] = {}
-    values: dict[str, list[float]] = {}
-    teachers: dict[tuple[str, int], Path] = {}
-    evs: dict[str, dict[int, dict[str, Any]]] = {}
-    with Stage("teacher", times):
-        for s in seed_list:
-            for tag, beta, where in (("noaux", 0.0, runs), ("aux", st.beta, aux_runs)):
-                rec, path, ev = mnist_teacher(st, where, s, splits, fine, beta=beta, progress=progress)
-                teachers[tag, s] = path
-                evs.setdefault(f"{tag}_teacher", {})[s] = ev
-                values.setdefault(f"{tag}_teacher_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
-                values.setdefault(f"{tag}_teacher_subclass_recovery", []).append(pct(ev["recovery"]))
-                values.setdefault(f"{tag}_teacher_nmi", []).append(ev["nmi"])
-                values.setdefault(f"{tag}_teacher_subclasses_used", []).append(ev["num_used"])
-                values.setdefault(f"{tag}_teacher_usage_entropy", []).append(ev["usage_entropy"])
-    if only != "teacher":
-        with Stage("students", times):
-            for s in seed_list:
-                for tag, where, suffix in (("noaux", runs, "_beta0"), ("aux", aux_runs, "")):
-                    cfg = student_cfgs(st, where, teachers[tag, s], s, suffix=suffix, which=("subclass",))["subclass"]
-                    run_student(cfg, splits, progress)
-                    ev = cached_subclass_eval(cfg, splits, fine, progress)
-                    rec = finished_record(cfg)
-                    evs.setdefault(f"{tag}_student", {})[s] = ev
-                    values.setdefault(f"{tag}_subclass_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
-                    values.setdefault(f"{tag}_student_subclass_recovery", []).append(pct(ev["recovery"]))
-    chance = chance_levels(fine.test)
-    values["chance_subclass_recovery"] = [pct(chance["class_aware"])]
-    values["chance_subclass_recovery_blind"] = [pct(chance["blind"])]
-    order = [k for k in SUMMARY_KEYS if k in values] + sorted(k for k in values if k not in SUMMARY_KEYS)
-    summary = write_summary(out, {k: values[k] for k in order})
-    if only == "teacher":
-        return summary
-    _figure(out, evs, seed_list[0])
-    prov = write_provenance(out, NAME, quick, seed_list, t0, times, {"aux_runs": str(aux_runs)})
-    _report(out, summary, values, chance, quick, seed_list, prov, evs)
-    return summary
+__all__ = ["EXPERIMENT", "NAME", "SUMMARY_KEYS"]
 
 
-def _figure(out: Path, evs: dict[str, dict[int, dict[str, Any]]], seed: int) -> None:
-    import numpy as np
+def aux_runs(ctx: Context) -> Path:
+    return mnist_teacher_dir(ctx.out, ctx.quick)
 
-    pyplot = plt()
-    fig, axes = pyplot.subplots(1, 2, figsize=(9, 4))
-    for ax, tag, title in ((axes[0], "aux", "β = 1 (with L_aux)"), (axes[1], "noaux", "β = 0 (no L_aux)")):
-        ev = evs[f"{tag}_teacher"][seed]
-        c = np.asarray(ev["contingency"], dtype=float)
-        ax.imshow(c / max(c.max(), 1), cmap="Blues", vmin=0, vmax=1)
-        ax.set_xlabel("true digit")
-        ax.set_ylabel("predicted subclass")
-        ax.set_xticks(range(c.shape[1]))
-        ax.set_yticks(range(c.shape[0]))
-        ax.set_title(f"teacher {title}\nrecovery {100 * ev['recovery']:.1f}%, {ev['num_used']} subclasses used")
-    fig.suptitle("Test images per (predicted subclass, digit), first seed")
-    fig.tight_layout()
-    fig.savefig(out / "ablation.png", dpi=120)
-    pyplot.close(fig)
-    usage_figure(out / "usage.png", [("teacher β = 1", evs["aux_teacher"][seed]),
-                                      ("teacher β = 0", evs["noaux_teacher"][seed]),
-                                      ("student of β = 0 teacher", evs["noaux_student"][seed])],
+
+def teacher(ctx: Context, tag: str, seed: int) -> Job:
+    if tag == "noaux":
+        return mnist_teacher_job(ctx, runs_dir(ctx), seed, beta=0.0)
+    return mnist_teacher_job(ctx, aux_runs(ctx), seed)
+
+
+def student(ctx: Context, tag: str, seed: int) -> Job:
+    """The subclass student of the ``tag`` teacher of ``seed``, beside that teacher's run."""
+    where, suffix = (runs_dir(ctx), "_beta0") if tag == "noaux" else (aux_runs(ctx), "")
+    cfgs = student_cfgs(ctx.settings, where, teacher_file(teacher(ctx, tag, seed)), seed, suffix=suffix,
+                        which=("subclass",))
+    return mnist_job(ctx, cfgs["subclass"])
+
+
+def evaluate(ctx: Context, job: Job, teachers: list[Job] | None = None) -> dict[str, Any]:
+    splits, fine = mnist_2x5_splits(ctx.data_dir, ctx.quick)
+    return subclass_eval(job, splits.test, fine.test, ctx.progress, teachers or [])
+
+
+def teachers(ctx: Context) -> list[Job]:
+    return [teacher(ctx, tag, s) for s in ctx.seeds for tag in TAGS]
+
+
+def teacher_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    v: dict[str, list[float]] = {}
+    for j, rec in zip(teachers(ctx), recs):
+        tag = "noaux" if j.config["method_args"]["beta"] == 0 else "aux"
+        ev = evaluate(ctx, j)
+        for k, x in (("teacher_acc", pct(rec["final"]["test"]["accuracy"])),
+                     ("teacher_subclass_recovery", pct(ev["recovery"])), ("teacher_nmi", ev["nmi"]),
+                     ("teacher_subclasses_used", ev["num_used"]), ("teacher_usage_entropy", ev["usage_entropy"])):
+            v.setdefault(f"{tag}_{k}", []).append(x)
+    return Outcome(v)
+
+
+def student_jobs(ctx: Context) -> list[Job]:
+    return teachers(ctx) + [student(ctx, tag, s) for s in ctx.seeds for tag in TAGS]
+
+
+def student_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    v: dict[str, list[float]] = {}
+    for s in ctx.seeds:
+        for tag in TAGS:
+            j = student(ctx, tag, s)
+            ev = evaluate(ctx, j, [teacher(ctx, tag, s)])
+            rec = finished_record(j.config) or ctx.records[j.out_dir]
+            v.setdefault(f"{tag}_subclass_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
+            v.setdefault(f"{tag}_student_subclass_recovery", []).append(pct(ev["recovery"]))
+    chance = chance_levels(mnist_2x5_splits(ctx.data_dir, ctx.quick)[1].test, SUBCLASSES)
+    v["chance_subclass_recovery"] = [pct(chance["class_aware"])]
+    v["chance_subclass_recovery_blind"] = [pct(chance["blind"])]
+    return Outcome(v)
+
+
+def figures(ctx: Context, res: Results) -> None:
+    if "noaux_subclass_acc" not in ctx.values:
+        return  # the students' runs are not all finished (--only)
+    s = ctx.seeds[0]
+    aux, noaux = evaluate(ctx, teacher(ctx, "aux", s)), evaluate(ctx, teacher(ctx, "noaux", s))
+    ablation_figure(res.path("ablation.png"), aux, noaux)
+    usage_figure(res.path("usage.png"), [("teacher β = 1", aux), ("teacher β = 0", noaux),
+                                         ("student of β = 0 teacher", evaluate(ctx, student(ctx, "noaux", s)))],
                  "Subclass usage on the test set, with and without L_aux (first seed)")
 
 
-def _report(out, summary, values, chance, quick, seeds, prov, evs) -> None:
-    rows = []
-    for label, key in (("teacher binary test accuracy %", "teacher_acc"),
-                       ("teacher subclass recovery % (global matching)", "teacher_subclass_recovery"),
-                       ("teacher NMI with digit", "teacher_nmi"),
-                       ("teacher subclasses used (≥1% of test)", "teacher_subclasses_used"),
-                       ("teacher normalised usage entropy per class", "teacher_usage_entropy"),
-                       ("subclass student binary test accuracy %", "subclass_acc"),
-                       ("subclass student subclass recovery %", "student_subclass_recovery")):
-        d = 3 if "NMI" in label or "entropy" in label else 2
-        rows.append([label, fmt_pm(summary[f"aux_{key}"], d), fmt_pm(summary[f"noaux_{key}"], d)])
-    table = markdown_table(["", "β = 1 (subclass-mnist-2x5)", "β = 0 (no auxiliary loss)"], rows)
-    c_rec = claim_text("β = 1", "β = 0", values["aux_teacher_subclass_recovery"],
-                       values["noaux_teacher_subclass_recovery"])
-    c_acc = claim_text("the student of the β = 1 teacher", "the student of the β = 0 teacher",
-                       values["aux_subclass_acc"], values["noaux_subclass_acc"])
+ROWS = (("teacher binary test accuracy %", "teacher_acc", 2),
+        ("teacher subclass recovery % (global matching)", "teacher_subclass_recovery", 2),
+        ("teacher NMI with digit", "teacher_nmi", 3),
+        ("teacher subclasses used (≥1% of test)", "teacher_subclasses_used", 2),
+        ("teacher normalised usage entropy per class", "teacher_usage_entropy", 3),
+        ("subclass student binary test accuracy %", "subclass_acc", 2),
+        ("subclass student subclass recovery %", "student_subclass_recovery", 2))
+
+
+def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
+    if not all(k in summary for k in ALL_KEYS):
+        return f"# {NAME}\n\nIncomplete: rerun `darkknowledge reproduce {NAME}` without --only.\n"
+    values = ctx.values
+    table = markdown_table(["", "β = 1 (subclass-mnist-2x5)", "β = 0 (no auxiliary loss)"],
+                           [[label, fmt_pm(summary[f"aux_{k}"], d), fmt_pm(summary[f"noaux_{k}"], d)]
+                            for label, k, d in ROWS])
+    chance = chance_levels(mnist_2x5_splits(ctx.data_dir, ctx.quick)[1].test, SUBCLASSES)
     drop = summary["aux_teacher_subclass_recovery"]["mean"] > summary["noaux_teacher_subclass_recovery"]["mean"]
-    quick_note = ("\n> **QUICK MODE** (CI smoke test): 6k training images, 2 epochs, 2k val/test images. "
-                  "These numbers say nothing about the method.\n" if quick else "")
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items())
-    text = f"""# Ablation: subclass distillation without the auxiliary loss (`darkknowledge reproduce {NAME}`)
-{quick_note}
-MNIST-2x5 exactly as in `subclass-mnist-2x5`, but the teacher is trained with β = 0 (plain class
-cross-entropy on the logsumexp-grouped logits), then a subclass student (α = 0.5, T = 4) is distilled
-from it. Mean ± std over {len(seeds)} seeds:
+    sec = template(NAME.replace("-", "_"))
+    return render(
+        sec[""], name=NAME, quick_note=sec["quick_note"] if ctx.quick else "", n_seeds=len(ctx.seeds), table=table,
+        chance={k: pct(v) for k, v in chance.items()}, holds="It holds" if drop else "It does NOT hold",
+        c_rec=paired_claim("β = 1", "β = 0", values["aux_teacher_subclass_recovery"],
+                           values["noaux_teacher_subclass_recovery"]),
+        c_acc=paired_claim("the student of the β = 1 teacher", "the student of the β = 0 teacher",
+                           values["aux_subclass_acc"], values["noaux_subclass_acc"]),
+        seeds=ctx.seeds, prov=prov, stages=stage_times(prov),
+        run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
-{table}
 
-Chance levels for the recovery: {pct(chance['class_aware']):.2f} % (knows the class, guesses one of its 5
-subclasses), {pct(chance['blind']):.2f} % (guesses among all 10), {pct(chance['majority']):.2f} % (one constant
-subclass per class).
-
-**Claim (paper, via reading notes, uncertain): without the auxiliary loss the teacher recovers the true
-subclasses much less well.** {"It holds" if drop else "It does NOT hold"} in our runs: {c_rec} (recovery).
-For the students: {c_acc} (binary accuracy).
-
-![ablation](ablation.png)
-
-![subclass usage histogram](usage.png)
-
-Seeds {seeds}; wall time {prov['wall_time_s']:.0f} s (stages: {stages}).
-  Training time recorded in this experiment's own runs: {prov['run_wall_time_total_s'] / 60:.1f} min in total
-  (per run in `provenance.json`; the wall time above is this invocation's, which reuses cached runs).
-Commit {prov['git_commit']}. Runs: `{"runs-quick" if quick else "runs"}/*/run.json`; β = 1 runs: `{prov['aux_runs']}`.
-"""
-    write_report(out, text)
+EXPERIMENT = register_experiment(Experiment(
+    NAME, settings=mnist_settings, default_seeds=lambda st: 3,
+    stages=[Stage("teacher", teachers, teacher_numbers),
+            Stage("students", student_jobs, student_numbers, needs=("teacher",))],
+    summary_keys=ALL_KEYS, report=report, figures=figures,
+    extra_provenance=lambda ctx: run_provenance(ctx, aux_runs=str(aux_runs(ctx)))))

@@ -24,20 +24,22 @@ not available here, spec §9).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import functools
 from typing import Any
 
 import torch
 
 from ..data import Splits, load_dataset
+from ..engine.jobs import Job, register_job_kind, run_cached
+from ..engine.stages import Context
 from . import register_experiment
-from .subclass_common import SUBCLASSES, Settings, coarse_2x5, subsample_train
-from .subclass_mnist_2x5 import STAGES, Texts, run_2x5
+from .subclass_common import SUBCLASSES, FineLabels, Settings, coarse_2x5, subsample_train
+from .subclass_mnist_2x5 import two_by_five
 
 NAME = "subclass-cifar-2x5"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-__all__ = ["run", "NAME", "cifar_settings", "cifar_2x5_splits"]
+__all__ = ["EXPERIMENT", "NAME", "cifar_settings", "cifar_2x5_splits"]
 
 
 def cifar_settings(quick: bool) -> Settings:
@@ -60,8 +62,9 @@ def cifar_settings(quick: bool) -> Settings:
     )
 
 
-def cifar_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, Any]:
-    """The JPEG CIFAR-10 copy, normalised per channel, regrouped into 2×5 (fine labels kept aside)."""
+@functools.lru_cache(maxsize=2)
+def cifar_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, FineLabels]:
+    """The JPEG CIFAR-10 copy, normalised per channel, regrouped into 2×5 (fine labels kept aside). Memoised."""
     splits = load_dataset("cifar10-jpeg", data_dir, val_size=5000, split_seed=0)
     splits, fine = coarse_2x5(splits)
     if quick:
@@ -74,48 +77,29 @@ def cifar_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, Any]:
     return splits, fine
 
 
-def cifar_texts(st: Settings, quick: bool, seeds: list[int]) -> Texts:
+@register_job_kind("subclass-cifar")
+def train_on_cifar_2x5(config: dict[str, Any], *, progress: bool, need_weights: bool, data_dir: str | None = None,
+                       quick: bool = False) -> dict[str, Any]:
+    """A run on the CIFAR-2x5 splits of ``(data_dir, quick)`` (cached and resumable: ``run_cached``)."""
+    return run_cached(config, splits=cifar_2x5_splits(data_dir, quick)[0], progress=progress,
+                      need_weights=need_weights)
+
+
+def cifar_job(ctx: Context, cfg: dict[str, Any]) -> Job:
+    return Job(cfg, {"data_dir": ctx.data_dir, "quick": ctx.quick}, kind="subclass-cifar")
+
+
+def _fields(st: Settings) -> dict[str, Any]:
     t = st.teacher_model["args"]
-    depth = 6 * t["n"] + 2
-    return Texts(
-        name=NAME, title="Subclass distillation on CIFAR-2x5",
-        intro=("Müller, Kornblith & Hinton (2020), CIFAR-2x5 (spec §11.2): CIFAR-10 classes 0–4 (airplane, automobile,\n"
-               "bird, cat, deer) → class 0, 5–9 (dog, frog, horse, ship, truck) → class 1; the 10 CIFAR classes are the\n"
-               "hidden subclasses. **The images are JPEG-compressed** (the quality-75 copy in\n"
-               "`../shared/data/cifar10-jpeg`, decoded with Pillow), so compare methods within this copy, not with\n"
-               "published CIFAR numbers.\n"
-               f"Fine-label order in the figures: {', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}."),
-        settings=f"""* Teacher: ResNet-{depth}-style (`resnet_cifar`, {t['n']} basic block(s) per stage, widths
-  {t['width']}/{2 * t['width']}/{4 * t['width']}, 1×1-conv shortcuts) → 10 subclass logits (2 × 5), loss
-  CE(class labels, logsumexp-grouped class logits) + β·L_aux, β = {st.beta}, T_aux = {st.aux_temperature};
-  random crop (pad 4) + horizontal flip.
-* Students: `small_cnn` conv32-pool-conv64-pool-FC128 (dropout 0.3), no augmentation (the teacher's outputs on the
-  transfer set are computed once). Conventional, penultimate (teacher's 64 pooled features) and subclass
-  distillation as in `subclass-mnist-2x5`: α = {st.alpha} weights the soft term, T = {st.temperature}.
-* Penultimate: CE(y, z) + w·½‖W h_s + c − sg(h_t)‖² with w = 1/64 = {st.penultimate_weight:.4f}, i.e. the
-  squared error averaged over the teacher's 64 features rather than summed. With the MNIST setting w = 1 an
-  earlier full run collapsed: the student's features died in its first epoch (the feature term ≈ 10.5, the
-  teacher features' variance, never moved) and it stayed at 50.00% test accuracy (record in commit 6498663).
-* SGD lr {st.optim['lr']}, momentum 0.9 (Nesterov), weight decay 5e-4, cosine schedule, batch {st.batch_size},
-  {st.epochs} epochs (teacher) / {st.student_epochs} (students); the epoch is selected on the validation split.
-* Training forwards under {st.precision} autocast{' with channels_last' if st.channels_last else ''}; losses,
-  evaluation and the cached teacher outputs in fp32.
-* Data: {st.data_note}.""",
-        quick_note=("\n> **QUICK MODE** (CI smoke test): 3k training images, 1 epoch, a ResNet-8 with width 8, "
-                    f"{len(seeds)} seed(s). These numbers say nothing about the method.\n" if quick else ""),
-        reference={}, reference_header="reference (paper; not available here)",
-        teacher_label=f"teacher ResNet-{depth} (subclass head + aux loss)", student_kind="small CNN student",
-        fine_name="CIFAR class")
+    return {"depth": 6 * t["n"] + 2, "t": t, "w2": 2 * t["width"], "w4": 4 * t["width"],
+            "classes": ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)),
+            "channels_last": " with channels_last" if st.channels_last else ""}
 
 
-@register_experiment(NAME)
-def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 1,
-        only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    if only is not None and only not in STAGES:
-        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
-    st = cifar_settings(quick)
-    splits, fine = cifar_2x5_splits(data_dir, quick)
-    seed_list = list(range(seeds))
-    return run_2x5(Path(out), st, splits, fine, quick, seed_list, only, progress, cifar_texts(st, quick, seed_list))
+EXPERIMENT = register_experiment(two_by_five(
+    NAME, cifar_settings, cifar_job, lambda ctx: cifar_2x5_splits(ctx.data_dir, ctx.quick),
+    {"template": "subclass_cifar_2x5", "title": "Subclass distillation on CIFAR-2x5", "reference": {},
+     "reference_header": "reference (paper; not available here)",
+     "teacher_label": "teacher ResNet-{depth} (subclass head + aux loss)", "student_kind": "small CNN student",
+     "fine_name": "CIFAR class", "fields": _fields},
+    default_seeds=3))

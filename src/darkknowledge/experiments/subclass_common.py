@@ -1,38 +1,40 @@
 """Shared pieces of the subclass-distillation experiments (Müller, Kornblith & Hinton 2020).
 
 * 2×5 splits: a 10-class dataset regrouped into 2 classes (fine labels 0–4 → 0, 5–9 → 1); the fine
-  labels are kept aside, **for evaluation only** (subclass recovery, NMI, usage);
+  labels are kept aside, **for evaluation only** (subclass recovery, NMI, usage: :mod:`darkknowledge.subclass`);
 * the four students of the spec (§6): labels only, conventional distillation on the teacher's
   logsumexp-grouped class logits, penultimate-layer regression (our form), subclass distillation;
-* subclass evaluation of a trained model on the test set (§7);
 * the MNIST-2x5 settings of the official demo (§8), shared by ``subclass-mnist-2x5``,
   ``subclass-data-efficiency`` and ``subclass-ablation`` so the three reuse the same teacher runs;
-* report helpers (a "reference | ours" table, mean ± std over seeds, provenance with stage times).
+* the job kind ``subclass-mnist`` (a run on MNIST-2x5 splits built from its keywords), the cached subclass
+  evaluation of a finished run, templates and the provenance fields the reports read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import functools
+import importlib.resources
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..data import Splits, TensorData, load_dataset
+from ..engine.jobs import Job, cached_eval, register_job_kind, run_cached, run_jobs
+from ..engine.stages import Context
 from ..models import load_model
-from ..report import fmt, provenance
-from ..subclass import chance_subclass_recovery, subclass_nmi, subclass_recovery, subclass_usage
-from ..utils import atomic_write_json
-from .runner import cached_eval, run_cached
+from ..report import fmt
+from ..subclass import evaluate_subclasses
 
-__all__ = ["register_teacher", "ensure_teachers", "run_student", "cached_subclass_eval", "usage_figure",
-           "NUM_CLASSES", "SUBCLASSES", "FineLabels", "coarse_2x5", "mnist_2x5_splits", "teacher_cfg",
-           "student_cfgs", "STUDENTS", "subclass_logits_of", "subclass_eval", "chance_levels", "mnist_settings",
-           "mnist_teacher_dir", "pct", "fmt_pm", "write_provenance", "ensure_dir", "MNIST_REFERENCE"]
+__all__ = ["NUM_CLASSES", "SUBCLASSES", "MNIST_REFERENCE", "STUDENTS", "FineLabels", "coarse_2x5", "subsample_train",
+           "mnist_2x5_splits", "Settings", "mnist_settings", "teacher_cfg", "student_cfgs", "mnist_teacher_dir",
+           "runs_dir", "mnist_job", "mnist_teacher_job", "subclass_logits_of", "subclass_eval", "pct", "fmt_pm",
+           "template", "stage_times", "run_provenance"]
 
 NUM_CLASSES, SUBCLASSES = 2, 5
 #: the official MNIST-2x5 demo's single-run numbers (binary test accuracy %, spec §8)
@@ -70,8 +72,13 @@ def subsample_train(splits: Splits, fine: FineLabels, n: int | None, seed: int) 
             dataclasses.replace(fine, train=fine.train[keep]))
 
 
-def mnist_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, FineLabels]:
-    """MNIST-2x5: 55k train / 5k validation (seeded, split_seed 0) / 10k test; quick: 6k train, 2k val, 2k test."""
+@functools.lru_cache(maxsize=8)
+def mnist_2x5_splits(data_dir: str | None, quick: bool, subset: tuple[int, int] | None = None
+                     ) -> tuple[Splits, FineLabels]:
+    """MNIST-2x5: 55k train / 5k validation (seeded, split_seed 0) / 10k test; quick: 6k train, 2k val, 2k test.
+    ``subset = (n, seed)``: a seeded ``n`` of the training split (:func:`subsample_train`). Memoised."""
+    if subset is not None:
+        return subsample_train(*mnist_2x5_splits(data_dir, quick), subset[0], seed=subset[1])
     s = load_dataset("mnist", data_dir, val_size=5000, split_seed=0)
     s, fine = coarse_2x5(s)
     if quick:
@@ -80,6 +87,14 @@ def mnist_2x5_splits(data_dir: str | None, quick: bool) -> tuple[Splits, FineLab
         s = dataclasses.replace(s, val=s.val.subset(keep), test=s.test.subset(keep))
         fine = dataclasses.replace(fine, val=fine.val[keep], test=fine.test[keep])
     return s, fine
+
+
+@register_job_kind("subclass-mnist")
+def train_on_mnist_2x5(config: dict[str, Any], *, progress: bool, need_weights: bool, data_dir: str | None = None,
+                       quick: bool = False, subset: Sequence[int] | None = None) -> dict[str, Any]:
+    """A run on the MNIST-2x5 splits of ``(data_dir, quick, subset)`` (cached and resumable: ``run_cached``)."""
+    splits, _ = mnist_2x5_splits(data_dir, quick, tuple(subset) if subset else None)
+    return run_cached(config, splits=splits, progress=progress, need_weights=need_weights)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,51 +186,35 @@ def student_cfgs(st: Settings, runs: Path, teacher_file: Path, seed: int, suffix
     return out
 
 
-# Teachers whose records may be committed without their weights: a student that has to train first
-# materialises its teachers' weights (deterministic retraining); cached students never touch them.
-_TEACHERS: dict[str, tuple[dict[str, Any], Any]] = {}
-
-
-def register_teacher(cfg: dict[str, Any], splits: Any) -> Path:
-    """Remember how to rebuild ``<out_dir>/best.safetensors``; returns that path."""
-    path = Path(cfg["out_dir"]) / "best.safetensors"
-    _TEACHERS[str(path)] = (cfg, splits)
-    return path
-
-
-def ensure_teachers(cfg: dict[str, Any], progress: bool = True) -> None:
-    """Make sure every registered teacher ``cfg`` distils from has its weights on disk."""
-    for t in (cfg.get("distill") or {}).get("teachers", []):
-        if Path(t).exists():
-            continue
-        if t not in _TEACHERS:
-            raise FileNotFoundError(f"{cfg['out_dir']}: its teacher's weights {t} are missing and no teacher run "
-                                    "is registered to rebuild them")
-        tcfg, tsplits = _TEACHERS[t]
-        run_cached(tcfg, splits=tsplits, progress=progress, need_weights=True)
-
-
-def run_student(cfg: dict[str, Any], splits: Any, progress: bool = True, need_weights: bool = False) -> dict[str, Any]:
-    """``run_cached`` for a run that may distil from registered teachers."""
-    return run_cached(cfg, splits=splits, progress=progress, need_weights=need_weights,
-                      before_train=lambda: ensure_teachers(cfg, progress))
-
-
-def cached_subclass_eval(cfg: dict[str, Any], splits: Any, fine: Any, progress: bool = True) -> dict[str, Any]:
-    """:func:`subclass_eval` of the run's selected model on the test split, cached in its ``eval.json``
-    (so committed results re-render without the weights; a miss retrains the run deterministically)."""
-
-    def compute() -> dict[str, Any]:
-        run_student(cfg, splits, progress, need_weights=True)
-        return subclass_eval(Path(cfg["out_dir"]) / "best.safetensors", splits.test.x, splits.test.y, fine.test)
-
-    return cached_eval(cfg["out_dir"], "subclass_eval_test", compute)
+def runs_dir(ctx: Context) -> Path:
+    """``<out>/runs`` (``runs-quick`` in quick mode)."""
+    return ctx.out / ("runs-quick" if ctx.quick else "runs")
 
 
 def mnist_teacher_dir(out: Path, quick: bool) -> Path:
     """Where the MNIST-2x5 teacher runs live: ``<results>/subclass-mnist-2x5/runs[-quick]/`` beside ``out``,
     so ``subclass-data-efficiency`` and ``subclass-ablation`` reuse ``subclass-mnist-2x5``'s teachers."""
     return Path(out).parent / "subclass-mnist-2x5" / ("runs-quick" if quick else "runs")
+
+
+def mnist_job(ctx: Context, cfg: dict[str, Any], subset: tuple[int, int] | None = None) -> Job:
+    """A run on MNIST-2x5 (job kind ``subclass-mnist``)."""
+    kw: dict[str, Any] = {"data_dir": ctx.data_dir, "quick": ctx.quick}
+    if subset is not None:
+        kw["subset"] = list(subset)
+    return Job(cfg, kw, kind="subclass-mnist")
+
+
+def mnist_teacher_job(ctx: Context, runs: Path, seed: int, beta: float | None = None) -> Job:
+    """One MNIST-2x5 subclass teacher in ``runs/teacher[_beta<β>]_seed<seed>`` (β: the settings' by default)."""
+    st = ctx.settings
+    beta = st.beta if beta is None else beta
+    tag = "teacher" if beta == st.beta else f"teacher_beta{beta:g}"
+    return mnist_job(ctx, teacher_cfg(st, runs / f"{tag}_seed{seed}", seed, beta=beta))
+
+
+def teacher_file(job: Job) -> Path:
+    return Path(job.out_dir) / "best.safetensors"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,53 +227,18 @@ def subclass_logits_of(model: torch.nn.Module, x: Tensor, batch_size: int = 1000
     return torch.cat([model.subclass_logits(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
-def subclass_eval(model_or_path: torch.nn.Module | str | Path, x: Tensor, y: Tensor, fine: Tensor,
-                  subclasses: int = SUBCLASSES) -> dict[str, Any]:
-    """Class accuracy and the §7 subclass metrics of a subclass model on ``(x, y, fine)``.
+def subclass_eval(job: Job, test: TensorData, fine_test: Tensor, progress: bool = True,
+                  teachers: Sequence[Job] = ()) -> dict[str, Any]:
+    """:func:`~darkknowledge.subclass.evaluate_subclasses` of the run's selected model on the test split,
+    cached in its ``eval.json`` (committed results re-render without the weights; a miss retrains the run
+    deterministically to get them back, after the ``teachers`` it distils from when it must train)."""
 
-    ``recovery``: global Hungarian matching of the ``n·s`` predicted subclasses to the fine labels;
-    ``recovery_within``: matching restricted to each class's own block; ``nmi``; usage (number of
-    subclasses with ≥ 1 % of the examples, mean normalised usage entropy per class)."""
-    model = load_model(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
-    z = subclass_logits_of(model, x)
-    n = z.shape[1] // subclasses
-    pred = z.argmax(1).numpy()
-    class_pred = torch.logsumexp(z.view(-1, n, subclasses), -1).argmax(1)
-    f = fine.numpy()
-    coarse_of_fine = np.arange(int(f.max()) + 1) // subclasses
-    usage = subclass_usage(pred, n, subclasses)
-    return {
-        "accuracy": float((class_pred == y).float().mean()),
-        "recovery": subclass_recovery(pred, f),
-        "recovery_within": subclass_recovery(pred, f, within_class=True, subclasses=subclasses,
-                                             coarse_of_fine=coarse_of_fine),
-        "nmi": subclass_nmi(pred, f),
-        "num_used": usage["num_used"],
-        "usage_entropy": float(np.mean(usage["normalized_entropy_per_class"])),
-        "counts": usage["counts"].tolist(),
-        "contingency": _contingency(pred, f, n * subclasses),
-    }
+    def compute() -> dict[str, Any]:
+        run_jobs([*teachers, dataclasses.replace(job, need_weights=True)], progress=progress)
+        z = subclass_logits_of(load_model(teacher_file(job)), test.x)
+        return evaluate_subclasses(z, test.y, fine_test, SUBCLASSES)
 
-
-def _contingency(pred: np.ndarray, fine: np.ndarray, k: int) -> list[list[int]]:
-    c = np.zeros((k, int(fine.max()) + 1), dtype=np.int64)
-    np.add.at(c, (pred, fine), 1)
-    return c.tolist()
-
-
-def chance_levels(fine: Tensor, subclasses: int = SUBCLASSES) -> dict[str, float]:
-    """Floors for the recovery: a predictor that knows the class but guesses the subclass uniformly
-    (``class_aware``, the fair floor for a teacher trained on class labels), one that guesses among all
-    ``n·s`` ids (``blind``), and the majority fine label per class (``majority``)."""
-    f = fine.numpy()
-    n_fine = int(f.max()) + 1
-    coarse_of_fine = np.arange(n_fine) // subclasses
-    k = (n_fine // subclasses) * subclasses
-    return {
-        "class_aware": chance_subclass_recovery(f, k, coarse_of_fine=coarse_of_fine),
-        "blind": chance_subclass_recovery(f, k),
-        "majority": chance_subclass_recovery(f, k, coarse_of_fine=coarse_of_fine, method="majority"),
-    }
+    return cached_eval(job.out_dir, "subclass_eval_test", compute)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,91 +254,27 @@ def fmt_pm(entry: dict[str, Any] | None, digits: int = 2, scale: float = 1.0) ->
     return fmt(entry, digits, scale, show_n="multi")
 
 
-@dataclasses.dataclass
-class Opening:
-    """What every MNIST-2x5-based experiment starts from (see :func:`open_mnist_experiment`)."""
-
-    t0: float
-    out: Path
-    runs: Path
-    st: Settings
-    splits: Any
-    fine: Any
-    seeds: list[int]
+@functools.cache
+def template(name: str) -> dict[str, str]:
+    """The sections of the report template ``templates/<name>.md``: the text after a line
+    ``<!-- section: KEY -->`` up to the next such line, without the newline that ends it; the text before
+    the first marker (the whole file when there is none) is the section ``""``, verbatim."""
+    text = (importlib.resources.files("darkknowledge.experiments") / "templates" / f"{name}.md").read_text("utf-8")
+    parts = re.split(r"^<!-- section: (\w+) -->\n", text, flags=re.M)
+    return {"": parts[0], **{k: v.removesuffix("\n") for k, v in zip(parts[1::2], parts[2::2])}}
 
 
-def open_mnist_experiment(out: str | Path, data_dir: str | None, quick: bool, seeds: int, only: str | None,
-                          stages: Sequence[str]) -> Opening:
-    """Check ``only`` and ``seeds``, create the results folder, load MNIST-2x5 and the settings."""
-    t0 = time.perf_counter()
-    if only is not None and only not in stages:
-        raise ValueError(f"unknown stage {only!r}; stages: {', '.join(stages)}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
-    st = mnist_settings(quick)
-    splits, fine = mnist_2x5_splits(data_dir, quick)
-    out = ensure_dir(out)
-    return Opening(t0, out, out / ("runs-quick" if quick else "runs"), st, splits, fine, list(range(seeds)))
+def stage_times(prov: dict[str, Any]) -> str:
+    """``teacher 501 s, students 195 s``: the stage wall times of a provenance."""
+    return ", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items())
 
 
-def ensure_dir(p: str | Path) -> Path:
-    p = Path(p)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def write_provenance(out: Path, name: str, quick: bool, seeds: Sequence[int], t0: float,
-                     stage_times: dict[str, float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    cmd = f"darkknowledge reproduce {name} --seeds {len(seeds)}" + (" --quick" if quick else "")
-    prov = provenance(cmd, time.perf_counter() - t0, list(seeds))
-    prov["stage_wall_time_s"] = dict(stage_times)
-    # the training time recorded by each run (a rerun reuses cached runs, so its own wall time is small)
-    import json
-
+def run_provenance(ctx: Context, **extra: Any) -> dict[str, Any]:
+    """Provenance fields of the subclass experiments: the training time each run of ``runs_dir(ctx)`` recorded
+    (a rerun reuses cached runs, so its own wall time is small), quick mode, torch threads, and ``extra``."""
     per_run = {}
-    for f in sorted((out / ("runs-quick" if quick else "runs")).glob("*/*.json")):
+    for f in sorted(runs_dir(ctx).glob("*/*.json")):
         if f.name in ("run.json", "curve.json"):
             per_run[f.parent.name] = round(float(json.loads(f.read_text()).get("wall_time_s", 0.0)), 1)
-    prov["run_wall_time_s"] = per_run
-    prov["run_wall_time_total_s"] = round(sum(per_run.values()), 1)
-    prov["quick"] = quick
-    prov["torch_threads"] = torch.get_num_threads()
-    if extra:
-        prov.update(extra)
-    atomic_write_json(out / "provenance.json", prov)
-    return prov
-
-
-def plt():
-    """matplotlib.pyplot with the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
-
-
-def usage_figure(path: Path, evals: Sequence[tuple[str, dict[str, Any]]], title: str,
-                 subclasses: int = SUBCLASSES) -> None:
-    """Subclass-usage histogram: the share of test examples whose argmax is each of the ``n·s``
-    subclasses, one bar group per model (``evals``: ``(label, subclass_eval result)``)."""
-    pyplot = plt()
-    k = len(evals[0][1]["counts"])
-    width = 0.8 / len(evals)
-    fig, ax = pyplot.subplots(figsize=(7, 3.4))
-    for i, (label, ev) in enumerate(evals):
-        c = np.asarray(ev["counts"], dtype=float)
-        ax.bar(np.arange(k) + (i - (len(evals) - 1) / 2) * width, 100 * c / max(c.sum(), 1), width,
-               label=f"{label} ({ev['num_used']} used)")
-    ax.axhline(100 / k, color="grey", ls=":", lw=1, label="uniform")
-    for b in range(subclasses, k, subclasses):
-        ax.axvline(b - 0.5, color="k", lw=0.8)
-    ax.set_xticks(range(k))
-    ax.set_xlabel(f"predicted subclass (blocks of {subclasses} per class)")
-    ax.set_ylabel("% of test examples")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    pyplot.close(fig)
+    return {"run_wall_time_s": per_run, "run_wall_time_total_s": round(sum(per_run.values()), 1),
+            "quick": ctx.quick, "torch_threads": torch.get_num_threads(), **extra}

@@ -14,26 +14,32 @@ Summary keys: ``<method>_acc_<pct>pct`` (binary test accuracy %), plus ``subclas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..report import markdown_table, write_report, write_summary
+from ..engine.jobs import Job
+from ..engine.stages import Context, Experiment, Outcome, Stage
+from ..report import Results, markdown_table, render, summarize
 from . import register_experiment
-from .runner import Stage
 from .subclass_common import (
     fmt_pm,
+    mnist_2x5_splits,
+    mnist_job,
+    mnist_settings,
     mnist_teacher_dir,
-    open_mnist_experiment,
+    mnist_teacher_job,
     pct,
-    plt,
-    run_student,
+    run_provenance,
+    runs_dir,
+    stage_times,
     student_cfgs,
-    subsample_train,
-    write_provenance,
+    teacher_file,
+    template,
 )
-from .subclass_mnist_2x5 import mnist_teacher
+from .subclass_figures import data_efficiency_figure
 
 NAME = "subclass-data-efficiency"
 STAGES = ("teacher", "students")
@@ -43,145 +49,102 @@ METHODS = ("scratch", "conventional", "subclass")
 EPOCHS = {1: 200, 5: 60, 25: 20}
 QUICK_EPOCHS = {1: 10, 5: 4, 25: 2}
 SUMMARY_KEYS = tuple(f"{m}_acc_{p}pct" for p in PERCENTS for m in METHODS)
+GAPS = ("scratch", "conventional")  # subclass − these
+ALL_KEYS = (*SUMMARY_KEYS, "teacher_acc", *(f"subclass_minus_{m}_{p}pct" for p in PERCENTS for m in GAPS))
 
-__all__ = ["run", "NAME", "PERCENTS", "METHODS", "EPOCHS", "SUMMARY_KEYS"]
-
-
-@register_experiment(NAME)
-def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 3,
-        only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    o = open_mnist_experiment(out, data_dir, quick, seeds, only, STAGES)
-    t0, out, runs, st, splits, fine, seed_list = o.t0, o.out, o.runs, o.st, o.splits, o.fine, o.seeds
-    teacher_runs = mnist_teacher_dir(out, quick)
-    times: dict[str, float] = {}
-    teachers: dict[int, Path] = {}
-    values: dict[str, list[float]] = {}
-    with Stage("teacher", times):
-        for s in seed_list:
-            rec, teachers[s], _ = mnist_teacher(st, teacher_runs, s, splits, fine, progress=progress)
-            values.setdefault("teacher_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
-    if only == "teacher":
-        return write_summary(out, values)
-    epochs = QUICK_EPOCHS if quick else EPOCHS
-    n_train = {}
-    with Stage("students", times):
-        for p in PERCENTS:
-            for s in seed_list:
-                n = max(1, round(p / 100 * len(splits.train)))
-                sub, _ = subsample_train(splits, fine, n, seed=1000 * s + p)
-                n_train[p] = len(sub.train)
-                cfgs = student_cfgs(st, runs, teachers[s], s, suffix=f"_{p}pct", epochs=epochs[p], which=METHODS)
-                for m, cfg in cfgs.items():
-                    cfg["data"]["fraction"] = p / 100
-                    rec = run_student(cfg, sub, progress)
-                    values.setdefault(f"{m}_acc_{p}pct", []).append(pct(rec["final"]["test"]["accuracy"]))
-            for m in ("scratch", "conventional"):
-                values[f"subclass_minus_{m}_{p}pct"] = list(
-                    np.asarray(values[f"subclass_acc_{p}pct"]) - np.asarray(values[f"{m}_acc_{p}pct"]))
-    full = _full_data_results(teacher_runs, seed_list)
-    summary = write_summary(out, {k: values[k] for k in (*SUMMARY_KEYS, *[k for k in values if k not in SUMMARY_KEYS])})
-    _figure(out, summary, full)
-    prov = write_provenance(out, NAME, quick, seed_list, t0, times,
-                            {"epochs_per_percent": epochs, "train_examples_per_percent": n_train,
-                             "teacher_runs": str(teacher_runs)})
-    _report(out, summary, values, full, quick, seed_list, prov, epochs, n_train)
-    return summary
+__all__ = ["EXPERIMENT", "NAME", "PERCENTS", "METHODS", "EPOCHS", "SUMMARY_KEYS"]
 
 
-def _full_data_results(teacher_runs: Path, seeds: list[int]) -> dict[str, list[float]]:
+def teacher_runs(ctx: Context) -> Path:
+    return mnist_teacher_dir(ctx.out, ctx.quick)
+
+
+def epochs(ctx: Context) -> dict[int, int]:
+    return QUICK_EPOCHS if ctx.quick else EPOCHS
+
+
+def n_train(ctx: Context, p: int) -> int:
+    """The number of training images a student on ``p`` % of the transfer set sees."""
+    return max(1, round(p / 100 * len(mnist_2x5_splits(ctx.data_dir, ctx.quick)[0].train)))
+
+
+def teachers(ctx: Context) -> list[Job]:
+    return [mnist_teacher_job(ctx, teacher_runs(ctx), s) for s in ctx.seeds]
+
+
+def students(ctx: Context, p: int, seed: int, teacher: Job) -> dict[str, Job]:
+    """The students on a seeded ``p`` % subset (drawn per seed, shared by the three methods)."""
+    cfgs = student_cfgs(ctx.settings, runs_dir(ctx), teacher_file(teacher), seed, suffix=f"_{p}pct",
+                        epochs=epochs(ctx)[p], which=METHODS)
+    for cfg in cfgs.values():
+        cfg["data"]["fraction"] = p / 100
+    return {m: mnist_job(ctx, cfg, subset=(n_train(ctx, p), 1000 * seed + p)) for m, cfg in cfgs.items()}
+
+
+def teacher_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    return Outcome({"teacher_acc": [pct(r["final"]["test"]["accuracy"]) for r in recs]})
+
+
+def student_jobs(ctx: Context) -> list[Job]:
+    ts = teachers(ctx)
+    return ts + [j for p in PERCENTS for s, t in zip(ctx.seeds, ts) for j in students(ctx, p, s, t).values()]
+
+
+def student_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    v: dict[str, list[float]] = {}
+    for p in PERCENTS:
+        for s, t in zip(ctx.seeds, teachers(ctx)):
+            for m, j in students(ctx, p, s, t).items():
+                v.setdefault(f"{m}_acc_{p}pct", []).append(pct(ctx.records[j.out_dir]["final"]["test"]["accuracy"]))
+        for m in GAPS:
+            v[f"subclass_minus_{m}_{p}pct"] = list(np.asarray(v[f"subclass_acc_{p}pct"]) - np.asarray(v[f"{m}_acc_{p}pct"]))
+    return Outcome(v)
+
+
+def full_data_results(ctx: Context) -> dict[str, list[float]]:
     """The 100 % students of subclass-mnist-2x5, when its runs exist (for the figure and table)."""
-    import json
-
     out: dict[str, list[float]] = {}
     for m in METHODS:
-        for s in seeds:
-            f = teacher_runs / f"{m}_seed{s}" / "run.json"
+        for s in ctx.seeds:
+            f = teacher_runs(ctx) / f"{m}_seed{s}" / "run.json"
             if f.exists():
                 out.setdefault(m, []).append(pct(json.loads(f.read_text())["final"]["test"]["accuracy"]))
-    return {m: v for m, v in out.items() if len(v) == len(seeds)}
+    return {m: v for m, v in out.items() if len(v) == len(ctx.seeds)}
 
 
-def _figure(out: Path, summary: dict[str, Any], full: dict[str, list[float]]) -> None:
-    pyplot = plt()
-    fig, axes = pyplot.subplots(1, 2, figsize=(10, 3.8))
-    xs = list(PERCENTS) + ([100] if full else [])
-    for m in METHODS:
-        mean = [summary[f"{m}_acc_{p}pct"]["mean"] for p in PERCENTS]
-        std = [summary[f"{m}_acc_{p}pct"]["std"] for p in PERCENTS]
-        if full and m in full:
-            mean.append(float(np.mean(full[m])))
-            std.append(float(np.std(full[m], ddof=1)) if len(full[m]) > 1 else 0.0)
-        axes[0].errorbar(xs[:len(mean)], mean, yerr=std, marker="o", capsize=3, label=m)
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("% of the transfer set (log scale; 100 % from subclass-mnist-2x5)")
-    axes[0].set_ylabel("binary test accuracy %")
-    axes[0].legend()
-    for m in ("scratch", "conventional"):
-        d = [summary[f"subclass_minus_{m}_{p}pct"] for p in PERCENTS]
-        axes[1].errorbar(PERCENTS, [e["mean"] for e in d], yerr=[e["std"] for e in d], marker="o", capsize=3,
-                         label=f"subclass − {m}")
-    axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("% of the transfer set")
-    axes[1].set_ylabel("accuracy difference (points)")
-    axes[1].legend()
-    fig.suptitle("MNIST-2x5 students with little transfer data (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(out / "data_efficiency.png", dpi=120)
-    pyplot.close(fig)
+def figures(ctx: Context, res: Results) -> None:
+    if all(k in ctx.values for k in ALL_KEYS):
+        data_efficiency_figure(res.path("data_efficiency.png"), summarize(ctx.values), full_data_results(ctx),
+                               PERCENTS, METHODS)
 
 
-def _report(out, summary, values, full, quick, seeds, prov, epochs, n_train) -> None:
-    rows = []
-    for p in PERCENTS:
-        rows.append([f"{p}% ({n_train[p]} images, {epochs[p]} epochs)"]
-                    + [fmt_pm(summary[f"{m}_acc_{p}pct"]) for m in METHODS]
-                    + [fmt_pm(summary[f"subclass_minus_{m}_{p}pct"]) for m in ("scratch", "conventional")])
+def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
+    if not all(k in summary for k in ALL_KEYS):
+        return f"# {NAME}\n\nIncomplete: rerun `darkknowledge reproduce {NAME}` without --only.\n"
+    ep, full = epochs(ctx), full_data_results(ctx)
+    rows = [[f"{p}% ({n_train(ctx, p)} images, {ep[p]} epochs)"] + [fmt_pm(summary[f"{m}_acc_{p}pct"]) for m in METHODS]
+            + [fmt_pm(summary[f"subclass_minus_{m}_{p}pct"]) for m in GAPS] for p in PERCENTS]
     if full:
-        rows.append(["100% (subclass-mnist-2x5)"] + [fmt_pm({"mean": float(np.mean(full[m])), "std": float(
-            np.std(full[m], ddof=1)) if len(full[m]) > 1 else 0.0, "n": len(full[m])}) for m in METHODS]
-            + [f"{np.mean(np.asarray(full['subclass']) - np.asarray(full[m])):+.2f}" for m in ("scratch", "conventional")])
+        rows.append(["100% (subclass-mnist-2x5)"] + [fmt_pm(summarize({m: full[m]})[m]) for m in METHODS]
+                    + [f"{np.mean(np.asarray(full['subclass']) - np.asarray(full[m])):+.2f}" for m in GAPS])
     table = markdown_table(["transfer set", "labels only (scratch)", "conventional", "subclass",
                             "subclass − scratch", "subclass − conventional"], rows)
     gaps = [summary[f"subclass_minus_conventional_{p}pct"]["mean"] for p in PERCENTS]  # 1, 5, 25 %
-    grows = gaps[0] > gaps[1] > gaps[2]
-    grows_weak = gaps[0] > gaps[2]
-    if grows:
-        verdict = ("**holds** in our runs: the subclass − conventional gap is largest at 1 % and decreases "
-                   "monotonically as the transfer set grows to 5 % and 25 %")
-    elif grows_weak:
-        verdict = ("holds only **partly**: the gap is larger at 1 % than at 25 %, but not monotonically "
-                   "across 1 → 5 → 25 %")
-    else:
-        verdict = "does **NOT** hold in our runs: the gap is not larger with less data"
-    gap_txt = ", ".join(f"{p}%: {g:+.2f}" for p, g in zip(PERCENTS, gaps))
-    quick_note = ("\n> **QUICK MODE** (CI smoke test): 6k training images, few epochs, 2k val/test images. "
-                  "These numbers say nothing about the method.\n" if quick else "")
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items())
-    text = f"""# Subclass distillation with little transfer data (`darkknowledge reproduce {NAME}`)
-{quick_note}
-Our extension of the MNIST-2x5 demo (spec §11.1; not confirmed to be in the paper, so there are no
-reference numbers). The subclass teachers of `subclass-mnist-2x5` (all training images of the split; mean test
-accuracy {fmt_pm(summary["teacher_acc"])} %) teach 784-784-784 students that see only a fraction of the
-transfer set, with its labels. Binary test accuracy %, mean ± std over {len(seeds)} seeds (each seed draws
-its own subset and uses its own teacher):
+    sec = template(NAME.replace("-", "_"))
+    verdict = sec["verdict_holds" if gaps[0] > gaps[1] > gaps[2] else
+                  "verdict_partly" if gaps[0] > gaps[2] else "verdict_not"]
+    return render(sec[""], name=NAME, quick_note=sec["quick_note"] if ctx.quick else "",
+                  teacher_acc=fmt_pm(summary["teacher_acc"]), n_seeds=len(ctx.seeds), table=table,
+                  gap_txt=", ".join(f"{p}%: {g:+.2f}" for p, g in zip(PERCENTS, gaps)), verdict=verdict, epochs=ep,
+                  seeds=ctx.seeds, prov=prov, stages=stage_times(prov),
+                  run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
-{table}
 
-**Claim: the subclass advantage grows as the data shrinks.** Mean subclass − conventional gap
-({gap_txt} points): the claim {verdict}.
-
-![data efficiency](data_efficiency.png)
-
-## Settings
-
-* Students and losses exactly as in `subclass-mnist-2x5` (α = 0.5 on the soft term, T = 4, Adam 1e-3, batch 256);
-  epochs per fraction {epochs} so that the small sets still get several hundred optimiser steps; the
-  epoch is selected on the full 5k validation split (the same for every method).
-* The teacher's outputs are computed on the student's subset only; the hard-label term uses the subset's labels.
-* Seeds {seeds}; wall time {prov['wall_time_s']:.0f} s (stages: {stages}).
-  Training time recorded in this experiment's own runs: {prov['run_wall_time_total_s'] / 60:.1f} min in total
-  (per run in `provenance.json`; the wall time above is this invocation's, which reuses cached runs).
-  Commit {prov['git_commit']}. Runs: `{"runs-quick" if quick else "runs"}/*/run.json`; teachers: `{prov['teacher_runs']}`.
-"""
-    write_report(out, text)
+EXPERIMENT = register_experiment(Experiment(
+    NAME, settings=mnist_settings, default_seeds=lambda st: 3,
+    stages=[Stage("teacher", teachers, teacher_numbers),
+            Stage("students", student_jobs, student_numbers, needs=("teacher",))],
+    summary_keys=ALL_KEYS, report=report, figures=figures,
+    extra_provenance=lambda ctx: run_provenance(
+        ctx, epochs_per_percent=epochs(ctx), train_examples_per_percent={p: n_train(ctx, p) for p in PERCENTS},
+        teacher_runs=str(teacher_runs(ctx)))))

@@ -15,321 +15,194 @@ Stages (each run cached and resumable under ``<out>/runs/``):
 Model selection: the epoch with the best validation accuracy (5k images carved from the 60k
 training set); the test set (10k) is only used for reporting. The true digits are never used in
 training — only for the recovery metrics. Accuracies and recoveries in the summary are percentages.
+
+:func:`two_by_five` builds this experiment and ``subclass-cifar-2x5`` (same stages, report and figures).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..report import markdown_table, write_report, write_summary
+from ..engine.jobs import Job, finished_record
+from ..engine.stages import Context, Experiment, Outcome, Stage
+from ..report import Results, markdown_table, render, summarize
+from ..report.claims import paired_claim
+from ..subclass import chance_levels
 from . import register_experiment
-from .runner import Stage, finished_record, run_cached
+from . import subclass_figures as figs
 from .subclass_common import (
     MNIST_REFERENCE,
-    Settings,
-    cached_subclass_eval,
-    chance_levels,
-    ensure_dir,
+    SUBCLASSES,
     fmt_pm,
-    open_mnist_experiment,
+    mnist_2x5_splits,
+    mnist_job,
+    mnist_settings,
     pct,
-    plt,
-    register_teacher,
-    run_student,
+    run_provenance,
+    runs_dir,
+    stage_times,
     student_cfgs,
+    subclass_eval,
     teacher_cfg,
-    usage_figure,
-    write_provenance,
+    teacher_file,
+    template,
 )
 
 NAME = "subclass-mnist-2x5"
 STAGES = ("teacher", "students")
 SUMMARY_KEYS = ("teacher_acc", "scratch_acc", "conventional_acc", "subclass_acc", "penultimate_acc",
                 "teacher_subclass_recovery", "student_subclass_recovery", "teacher_nmi")
+#: every summary key, in summary.json's order
+ALL_KEYS = (*SUMMARY_KEYS, "teacher_subclass_recovery_within_class", "teacher_subclasses_used",
+            "teacher_usage_entropy", "conventional_agreement", "penultimate_agreement", "subclass_agreement",
+            "student_nmi", "student_subclasses_used", "chance_subclass_recovery", "chance_subclass_recovery_blind")
+MODELS = ("teacher", "scratch", "conventional", "penultimate", "subclass")
 
-__all__ = ["run", "run_2x5", "Texts", "NAME", "STAGES", "SUMMARY_KEYS", "mnist_teacher", "claim_text"]
-
-
-def mnist_teacher(st: Settings, runs: Path, seed: int, splits, fine, beta: float | None = None,
-                  progress: bool = True) -> tuple[dict[str, Any], Path, dict[str, Any]]:
-    """Train (or load from cache) one subclass teacher; return ``(run record, best model file, subclass eval)``."""
-    beta = st.beta if beta is None else beta
-    tag = "teacher" if beta == st.beta else f"teacher_beta{beta:g}"
-    cfg = teacher_cfg(st, runs / f"{tag}_seed{seed}", seed, beta=beta)
-    rec = run_cached(cfg, splits=splits, progress=progress)
-    path = register_teacher(cfg, splits)
-    ev = cached_subclass_eval(cfg, splits, fine, progress=progress)
-    return finished_record(cfg) or rec, path, ev
+__all__ = ["EXPERIMENT", "NAME", "STAGES", "SUMMARY_KEYS", "two_by_five"]
 
 
-def claim_text(a: str, b: str, va: list[float], vb: list[float], unit: str = "points") -> str:
-    """"a beats b in k/n seeds (mean difference d ± s)"."""
-    d = np.asarray(va) - np.asarray(vb)
-    wins = int((d > 0).sum())
-    sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
-    verdict = "beats" if d.mean() > 0 else "does NOT beat"
-    if d.size > 1 and abs(d.mean()) <= sd / np.sqrt(d.size):  # within one standard error of zero
-        verdict = "is indistinguishable from (within one standard error)"
-    return (f"{a} {verdict} {b} on average: {wins}/{d.size} seeds won, mean difference "
-            f"{d.mean():+.2f} ± {sd:.2f} {unit}")
+def _no_fields(st: Any) -> dict[str, Any]:
+    return {}
 
 
-@dataclasses.dataclass
-class Texts:
-    """What differs between the 2×5 experiments' reports (MNIST, CIFAR)."""
+def two_by_five(name: str, settings: Callable[[bool], Any], job: Callable[[Context, dict[str, Any]], Job],
+                data: Callable[[Context], Any], texts: dict[str, Any], default_seeds: int) -> Experiment:
+    """A 2×5 experiment: a subclass teacher and the four students per seed on ``data(ctx) -> (splits, fine)``
+    (trained as ``job(ctx, config)``); ``texts``: its title, labels, reference numbers, the name of its
+    template sections (intro, quick_note, settings, ref_note, demo_note) and ``fields(settings) -> dict``, more
+    fields for them."""
 
-    name: str
-    title: str
-    intro: str
-    settings: str
-    quick_note: str
-    reference: dict[str, float]
-    reference_header: str
-    teacher_label: str
-    student_kind: str  # e.g. "FC student"
-    fine_name: str  # e.g. "digit"
+    def teachers(ctx: Context) -> list[Job]:
+        return [job(ctx, teacher_cfg(ctx.settings, runs_dir(ctx) / f"teacher_seed{s}", s)) for s in ctx.seeds]
 
+    def students(ctx: Context, seed: int, teacher: Job) -> dict[str, Job]:
+        cfgs = student_cfgs(ctx.settings, runs_dir(ctx), teacher_file(teacher), seed)
+        return {n: job(ctx, c) for n, c in cfgs.items()}
 
-def mnist_texts(st: Settings, quick: bool, seeds: list[int]) -> Texts:
-    return Texts(
-        name=NAME, title="Subclass distillation on MNIST-2x5",
-        intro=("Müller, Kornblith & Hinton (2020), reproducing the official MNIST demo (spec §8): digits 0–4 → class 0,\n"
-               "5–9 → class 1. The teacher never sees the digits; it invents 5 subclasses per class through its\n"
-               "auxiliary loss. Students are 784-784-784 fully connected nets."),
-        settings=f"""* Teacher: SmallCNN conv32-pool-conv64-pool-dropout0.5-FC128-dropout0.5 → 10 subclass logits
-  (2 × 5), loss CE(class labels, logsumexp-grouped class logits) + β·L_aux, β = {st.beta}, T_aux = {st.aux_temperature}.
-* Students: MLP 784-784-784 → 2 logits (scratch, conventional, penultimate) or 10 subclass logits (subclass).
-  Conventional: α·T²·CE(softmax(v_class/T), softmax(z/T)) + (1−α)·CE(y, z), with v_class the teacher's
-  logsumexp-grouped class logits; subclass: the same over the 10 subclass logits, hard term on the grouped
-  class logits; α = {st.alpha} weights the soft term, T = {st.temperature}. Penultimate (our form; the paper's
-  is unknown): CE(y, z) + {st.penultimate_weight}·½‖W h_s + c − h_t‖² with a learned affine map from the
-  student's 784 features onto the teacher's 128 FC features.
-* Batch {st.batch_size}, {st.epochs} epochs (teacher) / {st.student_epochs} (students), Adam lr {st.lr}, constant.
-  Unlike the demo the last partial batch is kept (it still has > 1 example, so the auxiliary loss is defined).
-  Teacher outputs on the (unaugmented) transfer set are cached once per student run.
-* Data: {st.data_note}; validation carved from the training set with split seed 0.""",
-        quick_note=("\n> **QUICK MODE** (CI smoke test): 6k training images, 2 epochs, 2k val/test images, "
-                    f"{len(seeds)} seed(s). These numbers say nothing about the method.\n" if quick else ""),
-        reference=MNIST_REFERENCE, reference_header="reference: official demo (1 run, after epoch 12)",
-        teacher_label="teacher CNN (subclass head + aux loss)", student_kind="FC student", fine_name="digit")
+    def teacher_eval(ctx: Context, t: Job) -> dict[str, Any]:
+        splits, fine = data(ctx)
+        return subclass_eval(t, splits.test, fine.test, ctx.progress)
 
+    def student_eval(ctx: Context, seed: int, t: Job) -> dict[str, Any]:
+        splits, fine = data(ctx)
+        return subclass_eval(students(ctx, seed, t)["subclass"], splits.test, fine.test, ctx.progress, [t])
 
-@register_experiment(NAME)
-def run(out: str | Path = f"results/{NAME}", data_dir: str | None = None, quick: bool = False, seeds: int = 3,
-        only: str | None = None, progress: bool = True) -> dict[str, Any]:
-    o = open_mnist_experiment(out, data_dir, quick, seeds, only, STAGES)
-    return run_2x5(o.out, o.st, o.splits, o.fine, quick, o.seeds, only, progress, mnist_texts(o.st, quick, o.seeds))
+    def teacher_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+        v: dict[str, list[float]] = {}
+        for t, rec in zip(teachers(ctx), recs):
+            ev = teacher_eval(ctx, t)
+            rec = finished_record(t.config) or rec  # the eval may have retrained it (deterministically)
+            for k, x in (("teacher_acc", pct(rec["final"]["test"]["accuracy"])),
+                         ("teacher_subclass_recovery", pct(ev["recovery"])), ("teacher_nmi", ev["nmi"]),
+                         ("teacher_subclass_recovery_within_class", pct(ev["recovery_within"])),
+                         ("teacher_subclasses_used", ev["num_used"]), ("teacher_usage_entropy", ev["usage_entropy"])):
+                v.setdefault(k, []).append(x)
+        return Outcome(v)
 
+    def student_jobs(ctx: Context) -> list[Job]:
+        ts = teachers(ctx)
+        return ts + [j for s, t in zip(ctx.seeds, ts) for j in students(ctx, s, t).values()]
 
-def run_2x5(out: Path, st: Settings, splits, fine, quick: bool, seed_list: list[int], only: str | None,
-            progress: bool, texts: Texts) -> dict[str, Any]:
-    """Teacher and the four students per seed, subclass metrics, summary, figures and report."""
-    t0 = time.perf_counter()
-    out = ensure_dir(out)
-    runs = out / ("runs-quick" if quick else "runs")
-    times: dict[str, float] = {}
-    values: dict[str, list[float]] = {}
-    extra: dict[str, list[float]] = {}
-    teachers: dict[int, Path] = {}
-    evals: dict[int, dict[str, Any]] = {}
-    recs: dict[str, dict[int, dict[str, Any]]] = {}
-
-    with Stage("teacher", times):
-        for s in seed_list:
-            rec, path, ev = mnist_teacher(st, runs, s, splits, fine, progress=progress)
-            teachers[s], evals[s] = path, ev
-            recs.setdefault("teacher", {})[s] = rec
-            values.setdefault("teacher_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
-            values.setdefault("teacher_subclass_recovery", []).append(pct(ev["recovery"]))
-            values.setdefault("teacher_nmi", []).append(ev["nmi"])
-            extra.setdefault("teacher_subclass_recovery_within_class", []).append(pct(ev["recovery_within"]))
-            extra.setdefault("teacher_subclasses_used", []).append(ev["num_used"])
-            extra.setdefault("teacher_usage_entropy", []).append(ev["usage_entropy"])
-    if only == "teacher":
-        return write_summary(out, {**values, **extra})
-
-    student_evals: dict[int, dict[str, Any]] = {}
-    with Stage("students", times):
-        for s in seed_list:
-            for name, cfg in student_cfgs(st, runs, teachers[s], s).items():
-                rec = run_student(cfg, splits, progress)
-                if name == "subclass":
-                    ev = cached_subclass_eval(cfg, splits, fine, progress)
-                    rec = finished_record(cfg) or rec  # the eval may have retrained it (deterministically)
-                recs.setdefault(name, {})[s] = rec
-                values.setdefault(f"{name}_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
+    def student_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+        v: dict[str, list[float]] = {}
+        for s, t in zip(ctx.seeds, teachers(ctx)):
+            for n, j in students(ctx, s, t).items():
+                rec = ctx.records[j.out_dir]
+                if n == "subclass":
+                    ev = student_eval(ctx, s, t)
+                    rec = finished_record(j.config) or rec
+                v.setdefault(f"{n}_acc", []).append(pct(rec["final"]["test"]["accuracy"]))
                 if "agreement" in rec["final"]["test"]:
-                    extra.setdefault(f"{name}_agreement", []).append(pct(rec["final"]["test"]["agreement"]))
-                if name == "subclass":
-                    student_evals[s] = ev
-                    values.setdefault("student_subclass_recovery", []).append(pct(ev["recovery"]))
-                    extra.setdefault("student_nmi", []).append(ev["nmi"])
-                    extra.setdefault("student_subclasses_used", []).append(ev["num_used"])
+                    v.setdefault(f"{n}_agreement", []).append(pct(rec["final"]["test"]["agreement"]))
+                if n == "subclass":
+                    v.setdefault("student_subclass_recovery", []).append(pct(ev["recovery"]))
+                    v.setdefault("student_nmi", []).append(ev["nmi"])
+                    v.setdefault("student_subclasses_used", []).append(ev["num_used"])
+        chance = chance_levels(data(ctx)[1].test, SUBCLASSES)
+        v["chance_subclass_recovery"] = [pct(chance["class_aware"])]
+        v["chance_subclass_recovery_blind"] = [pct(chance["blind"])]
+        return Outcome(v)
 
-    chance = chance_levels(fine.test)
-    extra["chance_subclass_recovery"] = [pct(chance["class_aware"])]
-    extra["chance_subclass_recovery_blind"] = [pct(chance["blind"])]
-    summary = write_summary(out, {**{k: values[k] for k in SUMMARY_KEYS}, **extra})
-    _figures(out, summary, recs, evals[seed_list[0]], student_evals[seed_list[0]], texts)
-    prov = write_provenance(out, texts.name, quick, seed_list, t0, times,
-                            {"settings": st.__dict__ | {"teacher_model": st.teacher_model}})
-    _report(out, summary, values, chance, st, quick, seed_list, prov, evals, student_evals, texts)
-    return summary
+    def figures(ctx: Context, res: Results) -> None:
+        if not all(f"{n}_acc" in ctx.values for n in MODELS):
+            return  # a stage's runs are not all finished (--only)
+        summary = summarize({f"{n}_acc": ctx.values[f"{n}_acc"] for n in MODELS})
+        t0 = teachers(ctx)[0]
+        t_ev, s_ev = teacher_eval(ctx, t0), student_eval(ctx, ctx.seeds[0], t0)
+        figs.accuracy_figure(res.path("accuracy.png"), summary, MODELS, texts["reference"], texts["title"])
+        figs.subclasses_figure(res.path("subclasses.png"), t_ev, s_ev, texts["fine_name"])
+        figs.usage_figure(res.path("usage.png"), [("teacher", t_ev), ("subclass student", s_ev)],
+                          "Subclass usage on the test set (first seed)")
+        recs = {"teacher": teachers(ctx)}
+        for n in MODELS[1:]:
+            recs[n] = [students(ctx, s, t)[n] for s, t in zip(ctx.seeds, teachers(ctx))]
+        figs.curves_figure(res.path("curves.png"), {n: [ctx.records[j.out_dir] for j in js] for n, js in recs.items()})
+
+    def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
+        if not all(k in summary for k in ALL_KEYS[:8]):
+            return f"# {texts['title']}\n\nIncomplete: rerun `darkknowledge reproduce {name}` without --only.\n"
+        st, values, seeds = ctx.settings, ctx.values, ctx.seeds
+        sec = template(texts["template"])
+        chance = chance_levels(data(ctx)[1].test, SUBCLASSES)
+        sk, ref = texts["student_kind"], texts["reference"]
+        fields = {"st": st, "n_seeds": len(seeds), **texts.get("fields", _no_fields)(st)}
+        labels = {"teacher_acc": render(texts["teacher_label"], **fields), "subclass_acc": f"{sk}, subclass distillation",
+                  "conventional_acc": f"{sk}, conventional distillation",
+                  "penultimate_acc": f"{sk}, penultimate-layer distillation (our form)",
+                  "scratch_acc": f"{sk}, labels only (scratch)"}
+        acc_table = markdown_table(
+            ["model", texts["reference_header"], f"ours: binary test accuracy % (mean ± std, {len(seeds)} seeds)"],
+            [[lab, "–" if ref.get(k) is None else f"{ref[k]:.2f}", fmt_pm(summary[k])] for k, lab in labels.items()])
+        fn = texts["fine_name"]
+        rec_table = markdown_table(
+            ["", "subclass recovery % (Hungarian, global)", "within-class matching %", f"NMI with {fn}",
+             "subclasses used (≥1% of test)"],
+            [["teacher", fmt_pm(summary["teacher_subclass_recovery"]),
+              fmt_pm(summary["teacher_subclass_recovery_within_class"]), fmt_pm(summary["teacher_nmi"], 3),
+              fmt_pm(summary["teacher_subclasses_used"], 1)],
+             ["subclass student", fmt_pm(summary["student_subclass_recovery"]), "–", fmt_pm(summary["student_nmi"], 3),
+              fmt_pm(summary["student_subclasses_used"], 1)],
+             ["chance: knows the class, guesses the subclass", f"{pct(chance['class_aware']):.2f}", "", "0", ""],
+             ["chance: guesses among all 10 subclasses", f"{pct(chance['blind']):.2f}", "", "0", ""],
+             [f"constant subclass per class (majority {fn})", f"{pct(chance['majority']):.2f}", "", "0", ""]])
+        claims = [paired_claim(a, b, values[ka], values[kb]) for a, b, ka, kb in (
+            ("subclass", "labels-only (scratch)", "subclass_acc", "scratch_acc"),
+            ("subclass", "conventional", "subclass_acc", "conventional_acc"),
+            ("subclass", "penultimate", "subclass_acc", "penultimate_acc"),
+            ("conventional", "labels-only (scratch)", "conventional_acc", "scratch_acc"))]
+        holds = all(np.mean(values["subclass_acc"]) > np.mean(values[k]) for k in ("scratch_acc", "conventional_acc"))
+        per_seed = markdown_table(
+            ["seed", "teacher", "scratch", "conventional", "penultimate", "subclass", "teacher recovery",
+             "student recovery"],
+            [[s] + [f"{values[k][i]:.2f}" for k in ("teacher_acc", "scratch_acc", "conventional_acc", "penultimate_acc",
+                                                     "subclass_acc", "teacher_subclass_recovery",
+                                                     "student_subclass_recovery")] for i, s in enumerate(seeds)])
+        part = {k: render(v, **fields) for k, v in sec.items() if k}
+        return render(template("subclass_2x5")[""], title=texts["title"], name=name,
+                      quick_note=part["quick_note"] if ctx.quick else "", intro=part["intro"], acc_table=acc_table,
+                      per_seed=per_seed, holds="It holds in our runs" if holds else "It does NOT hold in our runs",
+                      n_seeds=len(seeds), claims=claims, ref_note=part["ref_note"], fn=fn, rec_table=rec_table,
+                      demo_note=part["demo_note"], ev0=teacher_eval(ctx, teachers(ctx)[0]),
+                      settings=part["settings"], seeds=seeds, st=st, prov=prov,
+                      stages=stage_times(prov),
+                      run_min=prov["run_wall_time_total_s"] / 60, machine=prov["machine"],
+                      runs="runs-quick" if ctx.quick else "runs")
+
+    return Experiment(
+        name, settings=settings, default_seeds=lambda st: default_seeds,
+        stages=[Stage("teacher", teachers, teacher_numbers),
+                Stage("students", student_jobs, student_numbers, needs=("teacher",))],
+        summary_keys=ALL_KEYS, report=report, figures=figures,
+        extra_provenance=lambda ctx: run_provenance(
+            ctx, settings=ctx.settings.__dict__ | {"teacher_model": ctx.settings.teacher_model}))
 
 
-def _figures(out: Path, summary: dict[str, Any], recs, teacher_ev, student_ev, texts: Texts) -> None:
-    pyplot = plt()
-    # 1. accuracies with the demo's reference numbers
-    names = ["teacher", "scratch", "conventional", "penultimate", "subclass"]
-    fig, ax = pyplot.subplots(figsize=(6.5, 3.6))
-    m = [summary[f"{n}_acc"]["mean"] for n in names]
-    e = [summary[f"{n}_acc"]["std"] for n in names]
-    ax.bar(names, m, yerr=e, capsize=4, color="#7aa6c2", label="ours (mean ± std over seeds)")
-    for i, n in enumerate(names):
-        if f"{n}_acc" in texts.reference:
-            ax.plot([i - 0.4, i + 0.4], [texts.reference[f"{n}_acc"]] * 2, "r-", lw=2,
-                    label="reference (1 run)" if n == "teacher" else None)
-    lo = min(min(m) - 1.0, min(texts.reference.values(), default=100) - 0.3)
-    ax.set_ylim(lo, 100)
-    ax.set_ylabel("binary test accuracy %")
-    ax.set_title(f"{texts.title}: teacher and students")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    pyplot.close(fig)
-    # 2. teacher / student subclasses vs digits (first seed)
-    fig, axes = pyplot.subplots(1, 2, figsize=(9, 4))
-    for ax, ev, title in ((axes[0], teacher_ev, "teacher"), (axes[1], student_ev, "subclass student")):
-        c = np.asarray(ev["contingency"], dtype=float)
-        c = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
-        ax.imshow(c, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xlabel(f"true {texts.fine_name}")
-        ax.set_ylabel("predicted subclass (0–4: class 0, 5–9: class 1)")
-        ax.set_xticks(range(c.shape[1]))
-        ax.set_yticks(range(c.shape[0]))
-        ax.set_title(f"{title}: recovery {100 * ev['recovery']:.1f}%")
-    fig.suptitle(f"Share of each predicted subclass's test images per {texts.fine_name} (first seed)")
-    fig.tight_layout()
-    fig.savefig(out / "subclasses.png", dpi=120)
-    pyplot.close(fig)
-    usage_figure(out / "usage.png", [("teacher", teacher_ev), ("subclass student", student_ev)],
-                 "Subclass usage on the test set (first seed)")
-    # 3. validation accuracy per epoch
-    fig, ax = pyplot.subplots(figsize=(6.5, 3.6))
-    for n in names:
-        curves = np.array([[r["val"]["accuracy"] * 100 for r in rec["epochs"]] for rec in recs[n].values()])
-        ep = np.arange(1, curves.shape[1] + 1)
-        ax.plot(ep, curves.mean(0), marker="o", ms=3, label=n)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy % (mean over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    pyplot.close(fig)
-
-
-def _report(out, summary, values, chance, st, quick, seeds, prov, evals, student_evals, texts: Texts) -> None:
-    rows = []
-    sk = texts.student_kind
-    labels = {"teacher_acc": texts.teacher_label, "subclass_acc": f"{sk}, subclass distillation",
-              "conventional_acc": f"{sk}, conventional distillation",
-              "penultimate_acc": f"{sk}, penultimate-layer distillation (our form)",
-              "scratch_acc": f"{sk}, labels only (scratch)"}
-    for k, lab in labels.items():
-        ref = texts.reference.get(k)
-        rows.append([lab, "–" if ref is None else f"{ref:.2f}", fmt_pm(summary[k])])
-    acc_table = markdown_table(["model", texts.reference_header,
-                                f"ours: binary test accuracy % (mean ± std, {len(seeds)} seeds)"], rows)
-    rec_rows = [
-        ["teacher", fmt_pm(summary["teacher_subclass_recovery"]),
-         fmt_pm(summary["teacher_subclass_recovery_within_class"]), fmt_pm(summary["teacher_nmi"], 3),
-         fmt_pm(summary["teacher_subclasses_used"], 1)],
-        ["subclass student", fmt_pm(summary["student_subclass_recovery"]), "–", fmt_pm(summary["student_nmi"], 3),
-         fmt_pm(summary["student_subclasses_used"], 1)],
-        ["chance: knows the class, guesses the subclass", f"{pct(chance['class_aware']):.2f}", "", "0", ""],
-        ["chance: guesses among all 10 subclasses", f"{pct(chance['blind']):.2f}", "", "0", ""],
-        [f"constant subclass per class (majority {texts.fine_name})", f"{pct(chance['majority']):.2f}", "", "0", ""],
-    ]
-    rec_table = markdown_table(["", "subclass recovery % (Hungarian, global)", "within-class matching %",
-                                f"NMI with {texts.fine_name}", "subclasses used (≥1% of test)"], rec_rows)
-    c1 = claim_text("subclass", "labels-only (scratch)", values["subclass_acc"], values["scratch_acc"])
-    c2 = claim_text("subclass", "conventional", values["subclass_acc"], values["conventional_acc"])
-    c3 = claim_text("subclass", "penultimate", values["subclass_acc"], values["penultimate_acc"])
-    c4 = claim_text("conventional", "labels-only (scratch)", values["conventional_acc"], values["scratch_acc"])
-    holds = all(np.mean(values["subclass_acc"]) > np.mean(values[k]) for k in ("scratch_acc", "conventional_acc"))
-    ev0 = evals[seeds[0]]
-    per_seed = markdown_table(
-        ["seed", "teacher", "scratch", "conventional", "penultimate", "subclass", "teacher recovery", "student recovery"],
-        [[s] + [f"{values[k][i]:.2f}" for k in ("teacher_acc", "scratch_acc", "conventional_acc", "penultimate_acc",
-                                                 "subclass_acc", "teacher_subclass_recovery",
-                                                 "student_subclass_recovery")] for i, s in enumerate(seeds)])
-    fn = texts.fine_name
-    demo_note = (' The demo reports no recovery number ("While not perfect, the digits roughly organize by the '
-                 'class").' if texts.reference else "")
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in prov["stage_wall_time_s"].items())
-    ref_note = ("The reference column holds single runs of the demo read after epoch 12; ours are the epochs selected\n"
-                "on the validation split (the test set is used only for these tables). Gaps of 0.3–0.5 points between\n"
-                "single runs are within seed noise, so compare the means with their standard deviations."
-                if texts.reference else
-                "No reference numbers are available for this dataset (the paper's tables are not available here, spec §9);\n"
-                "ours are the epochs selected on the validation split (the test set is used only for these tables).")
-    text = f"""# {texts.title} (`darkknowledge reproduce {texts.name}`)
-{texts.quick_note}
-{texts.intro}
-
-## Class accuracy
-
-{acc_table}
-
-Per seed (%):
-
-{per_seed}
-
-**Claim: subclass distillation beats labels-only and conventional distillation.**
-{"It holds in our runs" if holds else "It does NOT hold in our runs"} (means over {len(seeds)} seeds):
-
-* {c1};
-* {c2};
-* {c3};
-* {c4}.
-
-{ref_note}
-
-## Subclass recovery (the true {fn} labels are used only here)
-
-{rec_table}
-
-Recovery = accuracy of the predicted subclass (argmax over the 10 subclass logits) against the true {fn}
-under the best one-to-one matching of subclasses to {fn}s (Hungarian algorithm, global); the
-within-class column only lets a subclass of class 0 match a {fn} 0–4 (and so on). The chance rows
-are the floors to judge it by: a predictor that knows the binary class but guesses one of its 5
-subclasses uniformly gets ≈ 20%; one that guesses among all 10 gets ≈ 10%.{demo_note}
-First seed's teacher: {ev0['num_used']} of 10 subclasses used, normalised usage entropy {ev0['usage_entropy']:.3f}.
-
-![accuracy](accuracy.png)
-
-![subclasses vs {fn}s](subclasses.png)
-
-![subclass usage histogram](usage.png)
-
-![validation curves](curves.png)
-
-## Settings
-
-{texts.settings}
-* Seeds {seeds}; torch threads {st.threads}. Wall time {prov['wall_time_s']:.0f} s
-  (stages: {stages}); a cached rerun is fast.
-  Training time recorded in this experiment's own runs: {prov['run_wall_time_total_s'] / 60:.1f} min in total
-  (per run in `provenance.json`; the wall time above is this invocation's, which reuses cached runs).
-  Commit {prov['git_commit']}; machine {prov['machine'].get('cpu')} ({prov['machine'].get('cpu_count')} cores).
-
-Runs (configs, per-epoch history): `{"runs-quick" if quick else "runs"}/*/run.json`. Summary: `summary.json`
-(metric → mean/std/n/values; accuracies and recoveries in %).
-"""
-    write_report(out, text)
-
+EXPERIMENT = register_experiment(two_by_five(
+    NAME, mnist_settings, mnist_job, lambda ctx: mnist_2x5_splits(ctx.data_dir, ctx.quick),
+    {"template": "subclass_mnist_2x5", "title": "Subclass distillation on MNIST-2x5", "reference": MNIST_REFERENCE,
+     "reference_header": "reference: official demo (1 run, after epoch 12)",
+     "teacher_label": "teacher CNN (subclass head + aux loss)", "student_kind": "FC student", "fine_name": "digit"},
+    default_seeds=3))

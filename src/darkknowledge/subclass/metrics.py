@@ -21,6 +21,8 @@ __all__ = [
     "subclass_nmi",
     "subclass_usage",
     "chance_subclass_recovery",
+    "evaluate_subclasses",
+    "chance_levels",
 ]
 
 ArrayLike = Tensor | np.ndarray | Sequence[int]
@@ -251,3 +253,52 @@ def chance_subclass_recovery(
             pred = coarse * s + rng.integers(0, s, size=t.size)
         accs.append(subclass_recovery(pred, t))
     return float(np.mean(accs))
+
+
+def evaluate_subclasses(subclass_logits: Tensor, y: Tensor, fine: Tensor, subclasses: int) -> dict[str, Any]:
+    """Class accuracy and the §7 subclass metrics of a model's ``[N, n·s]`` subclass logits on ``(y, fine)``.
+
+    The class prediction is the argmax of the logsumexp-grouped class logits ``log Σ_j exp z_{c,j}``
+    (§2); ``recovery``: global Hungarian matching of the ``n·s`` predicted subclasses (argmax) to the
+    fine labels; ``recovery_within``: matching restricted to each class's own block (fine label ``f``
+    belongs to class ``f // s``); ``nmi``; ``num_used`` (subclasses with ≥ 1 % of the examples),
+    ``usage_entropy`` (mean normalised usage entropy per class), ``counts`` per subclass and the full
+    ``[n·s, F]`` contingency table ``C[predicted subclass, fine label]``."""
+    import torch
+
+    z = subclass_logits.float()
+    n = z.shape[1] // subclasses
+    pred = z.argmax(1).numpy()
+    class_pred = torch.logsumexp(z.view(-1, n, subclasses), -1).argmax(1)
+    f = _as_int_array(fine, "fine")
+    coarse_of_fine = np.arange(int(f.max()) + 1) // subclasses
+    usage = subclass_usage(pred, n, subclasses)
+    contingency = np.zeros((n * subclasses, int(f.max()) + 1), dtype=np.int64)
+    np.add.at(contingency, (pred, f), 1)
+    return {
+        "accuracy": float((class_pred == y).float().mean()),
+        "recovery": subclass_recovery(pred, f),
+        "recovery_within": subclass_recovery(pred, f, within_class=True, subclasses=subclasses,
+                                             coarse_of_fine=coarse_of_fine),
+        "nmi": subclass_nmi(pred, f),
+        "num_used": usage["num_used"],
+        "usage_entropy": float(np.mean(usage["normalized_entropy_per_class"])),
+        "counts": usage["counts"].tolist(),
+        "contingency": contingency.tolist(),
+    }
+
+
+def chance_levels(fine: ArrayLike, subclasses: int) -> dict[str, float]:
+    """Floors for the recovery of ``n·s`` subclasses against fine labels ``f`` of class ``f // s``
+    (:func:`chance_subclass_recovery`): a predictor that knows the class but guesses the subclass
+    uniformly (``class_aware``, the fair floor for a teacher trained on class labels), one that guesses
+    among all ``n·s`` ids (``blind``), and the majority fine label per class (``majority``)."""
+    f = _as_int_array(fine, "fine")
+    n_fine = int(f.max()) + 1
+    coarse_of_fine = np.arange(n_fine) // subclasses
+    k = (n_fine // subclasses) * subclasses
+    return {
+        "class_aware": chance_subclass_recovery(f, k, coarse_of_fine=coarse_of_fine),
+        "blind": chance_subclass_recovery(f, k),
+        "majority": chance_subclass_recovery(f, k, coarse_of_fine=coarse_of_fine, method="majority"),
+    }
