@@ -4,10 +4,10 @@ the summary, the run records (via ``details``) or the paper table :data:`~.hinto
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..report import fmt, markdown_table, summarize
+from ..report import Results, fmt, markdown_table, pyplot, save_figure, summarize
 from .hinton_mnist_recipes import (
     _optim_text,
     _student_recipes,
@@ -25,7 +25,6 @@ from .hinton_mnist_setup import (
     STUDENT_ALTERNATIVES,
     T_LIST,
     WIDTHS,
-    Ctx,
     Settings,
     t_label,
 )
@@ -36,20 +35,11 @@ __all__ = ["build_report", "write_figures"]
 # --------------------------------------------------------------------------- figures
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_figures(out: Path, details: dict[str, Any]) -> None:
+def write_figures(res: Results, details: dict[str, Any]) -> None:
     if "curves" in details.get("temperature", {}):
-        _figure_temperature(out / "temperature.png", details["temperature"]["curves"])
+        save_figure(_figure_temperature(details["temperature"]["curves"]), res.path("temperature.png"), dpi=110)
     if "curves" in details.get("regulariser", {}):
-        _figure_regulariser(out / "regulariser.png", details["regulariser"]["curves"])
+        save_figure(_figure_regulariser(details["regulariser"]["curves"]), res.path("regulariser.png"), dpi=110)
 
 
 def _std(v: list[float]) -> float:
@@ -57,8 +47,8 @@ def _std(v: list[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
 
 
-def _figure_temperature(path: Path, curves: dict[str, dict[str, Any]]) -> None:
-    plt = _plt()
+def _figure_temperature(curves: dict[str, dict[str, Any]]) -> Any:
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6))
     for ax, (w, cv) in zip(axes, curves.items()):
         ax.errorbar(T_LIST, cv["test_mean"], yerr=[_std(v) for v in cv["test"]], fmt="o-", capsize=2,
@@ -73,12 +63,11 @@ def _figure_temperature(path: Path, curves: dict[str, dict[str, Any]]) -> None:
     axes[0].set_ylabel("errors")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def _figure_regulariser(path: Path, curves: dict[str, dict[str, Any]]) -> None:
-    plt = _plt()
+def _figure_regulariser(curves: dict[str, dict[str, Any]]) -> Any:
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.4 * len(curves), 3.6))
     for ax, (p, cv) in zip(axes, curves.items()):
         for mode, color in (("hard", "tab:red"), ("soft", "tab:blue")):
@@ -95,25 +84,25 @@ def _figure_regulariser(path: Path, curves: dict[str, dict[str, Any]]) -> None:
     axes[0].set_ylabel("accuracy %")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 # --------------------------------------------------------------------------- report
 
 
-def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c: Ctx, times: dict[str, Any],
-                 prov: dict[str, Any]) -> str:
-    s = c.s
+def build_report(summary: dict[str, Any], details: dict[str, Any], s: Settings, seeds: Sequence[int],
+                 prov: dict[str, Any], exists: Callable[[str], bool]) -> str:
+    """``report.md``; ``exists(name)``: whether the figure ``name`` is in the results folder."""
+    times = prov["stage_wall_time_s"]
     S = summary.get  # noqa: N806
     lines: list[str] = []
     add = lines.append
     mode = "quick (subset)" if s.quick else "full"
     add("# Hinton, Vinyals & Dean (2015) §3 and §6 on MNIST — reproduction report\n")
-    partial = {st: d["seeds"] for st, d in details.items() if len(d.get("seeds", c.seeds)) < len(c.seeds)}
+    partial = {st: d["seeds"] for st, d in details.items() if len(d.get("seeds", seeds)) < len(seeds)}
     seeds_note = "" if not partial else " **Not every stage has all seeds yet**: " + "; ".join(
         f"{st}: seeds {v}" for st, v in partial.items()) + " (the other seeds' runs had not finished)."
-    add(f"Command: `{prov['command']}` ({mode} mode). Seeds {c.seeds} for every stage.{seeds_note} The student of "
+    add(f"Command: `{prov['command']}` ({mode} mode). Seeds {seeds} for every stage.{seeds_note} The student of "
         f"seed k distils from the teacher of seed k. Commit `{prov['git_commit']}`; machine: {prov['machine'].get('cpu')} "
         f"({prov['machine'].get('cpu_count')} cores), torch {prov['machine'].get('packages', {}).get('torch')}, one "
         f"torch thread per run. Summed training time of all runs: {mins(sum(times['train'].values()))}, of which "
@@ -131,12 +120,12 @@ def build_report(out: Path, summary: dict[str, Any], details: dict[str, Any], c:
     if s.quick:
         add(f"**Quick mode:** stages 1–7 use {s.train_fraction:.1%} of the training split and a few epochs; the "
             "numbers only check the pipeline and are not comparable with the paper.\n")
-    _settings_section(add, s, details, times, len(c.seeds))
-    _headline_section(add, S, len(c.seeds), s)
+    _settings_section(add, s, details, times, len(seeds))
+    _headline_section(add, S, len(seeds), s)
     _shift_section(add, details)
-    _temperature_section(add, S, details, out)
+    _temperature_section(add, S, details, exists)
     _transfer_sections(add, S, details, s)
-    _regulariser_section(add, S, details, out)
+    _regulariser_section(add, S, details, exists)
     _jitter_section(add, S, details, s)
     add("## Wall time per stage\n")
     add("Training time is the sum of the stage's run records (it survives a resume; the teachers' runs count "
@@ -285,7 +274,7 @@ def _shift_section(add, details: dict[str, Any]) -> None:
             "off the transfer set.\n")
 
 
-def _temperature_section(add, S, details: dict[str, Any], out: Path) -> None:  # noqa: N803
+def _temperature_section(add, S, details: dict[str, Any], exists: Callable[[str], bool]) -> None:  # noqa: N803
     add("## Stage 5: temperature vs student size\n")
     add("Test errors (of 10,000), mean over seeds; the best T is chosen on **validation** errors — per seed, "
         "and on the validation errors averaged over seeds.\n")
@@ -303,7 +292,7 @@ def _temperature_section(add, S, details: dict[str, Any], out: Path) -> None:  #
     for w in (30, 300, 800):
         claims.append([f"{w} units: best T", PAPER[f"best_T_{w}"], _best_t_text(S, w, curves)])
     add(markdown_table(["claim", "paper", "ours"], claims) + "\n")
-    if (out / "temperature.png").exists():
+    if exists("temperature.png"):
         add("![test errors against T per width](temperature.png)\n")
 
 
@@ -373,7 +362,7 @@ def _transfer_sections(add, S, details: dict[str, Any], s: Settings) -> None:  #
             "shift (mean over seeds).\n")
 
 
-def _regulariser_section(add, S, details: dict[str, Any], out: Path) -> None:  # noqa: N803
+def _regulariser_section(add, S, details: dict[str, Any], exists: Callable[[str], bool]) -> None:  # noqa: N803
     add("## Stage 8: soft targets as a regulariser (analogue of the paper's 3% speech experiment)\n")
     add(f"The paper's numbers are **speech frame accuracies** (Table 5: 3% of 2,000 h; full-data baseline "
         f"{PAPER['reg_full_test_acc']}% test / {PAPER['reg_full_train_acc']}% train); ours are MNIST digit "
@@ -399,7 +388,7 @@ def _regulariser_section(add, S, details: dict[str, Any], out: Path) -> None:  #
                         "final-epoch test %", "test NLL (selected)", "test NLL (final)"], rows) + "\n")
     if rc:
         add(_regulariser_text(rc) + "\n")
-    if (out / "regulariser.png").exists():
+    if exists("regulariser.png"):
         add("![train/test accuracy per epoch, hard vs soft](regulariser.png)\n")
 
 
