@@ -1,30 +1,13 @@
 """The recipe-selection parts of the ``reproduce hinton-mnist`` report (teacher and distilled-student recipes
-compared on the validation split, what the validation curves say about more epochs) and the small
-formatters the report shares."""
+compared on the validation split, what the validation curves say about more epochs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..report import markdown_table
-from .hinton_mnist_setup import STUDENT_ALTERNATIVES, STUDENT_PROBES, Settings, t_label
-
-
-def num(v: Any, digits: int = 0, suffix: str = "") -> str:
-    """A number (or ``–`` for ``None``) with ``digits`` decimals; strings pass through."""
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    return f"{v:.{digits}f}{suffix}"
-
-
-def mins(s: float) -> str:
-    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-
-
-def mean(v: list[float] | None) -> float | None:
-    return None if not v else sum(v) / len(v)
+from ..report.scalars import duration, num
+from .hinton_mnist_setup import STUDENT_ALTERNATIVES, STUDENT_PROBES, Settings, mean, t_label
 
 
 def _optim_text(o: dict[str, Any]) -> str:
@@ -45,7 +28,7 @@ def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
                  num(v["max_norm"], 1), v.get("precision", "fp32"), v.get("batch_size", s.batch_size), v["epochs"],
                  v["val_errors"], min(v["val_curve"]),
                  v["test_errors"],
-                 mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
+                 duration(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
         add(markdown_table(["recipe", "optimiser", "max-norm", "precision", "batch", "epochs",
                             "val errors (selected epoch, of 5,000)",
                             "min val errors over epochs", "test errors", "training time"], rows) + "\n")
@@ -135,7 +118,7 @@ def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
                          else ""),
              _overrides_text(STUDENT_ALTERNATIVES.get(k, {})), t_label(v["temperature"]), v["epochs"],
              _per_seed(v["val_errors"]), _per_seed(v["selected_epoch"]), _per_seed(v["test_errors"]),
-             mins(sum(t or 0.0 for t in v["wall_time_s"]))] for k, v in recipes.items()]
+             duration(sum(t or 0.0 for t in v["wall_time_s"]))] for k, v in recipes.items()]
     add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (of 5,000): mean (per seed)",
                         "selected epoch", "test errors", "training time (all seeds)"], rows) + "\n")
     cands = candidate_recipes(s, recipes)
@@ -160,7 +143,7 @@ def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
         if v["epochs"] > s.student_epochs and b in recipes:
             u, curve = recipes[b], v["val_curve"]
             add(f"Longer schedule (`{k}`, seed {v['seeds'][0]}, {v['epochs']} epochs, "
-                f"{mins(v['wall_time_s'][0] or 0.0)}): {v['val_errors'][0]} validation errors at its selected epoch "
+                f"{duration(v['wall_time_s'][0] or 0.0)}): {v['val_errors'][0]} validation errors at its selected epoch "
                 f"against {u['val_errors'][0]} for `{b}` in {u['epochs']}; its validation errors were "
                 f"{curve[u['epochs'] - 1]} at epoch {u['epochs']}, {curve[len(curve) // 2 - 1]} at epoch "
                 f"{len(curve) // 2} and {curve[-1]} at the end.\n")
