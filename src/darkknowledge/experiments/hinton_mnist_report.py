@@ -3,7 +3,6 @@ the summary, the run records (via ``details``) or the paper table :data:`~.hinto
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,16 +41,11 @@ def write_figures(res: Results, details: dict[str, Any]) -> None:
         save_figure(_figure_regulariser(details["regulariser"]["curves"]), res.path("regulariser.png"), dpi=110)
 
 
-def _std(v: list[float]) -> float:
-    m = sum(v) / len(v)
-    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-
-
 def _figure_temperature(curves: dict[str, dict[str, Any]]) -> Any:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6))
     for ax, (w, cv) in zip(axes, curves.items()):
-        ax.errorbar(T_LIST, cv["test_mean"], yerr=[_std(v) for v in cv["test"]], fmt="o-", capsize=2,
+        ax.errorbar(T_LIST, cv["test_mean"], yerr=[summarize({"t": v})["t"]["std"] for v in cv["test"]], fmt="o-", capsize=2,
                     label="test errors (of 10,000), mean ± std")
         ax.plot(T_LIST, [v * 2 for v in cv["val_mean"]], "s--", alpha=0.6, label="val errors × 2 (of 5,000), mean")
         ax.set_xscale("log")
