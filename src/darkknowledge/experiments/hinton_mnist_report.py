@@ -1,5 +1,7 @@
-"""The figures and ``report.md`` of ``reproduce hinton-mnist``: every number in the prose is computed from
-the summary, the run records (via ``details``) or the paper table :data:`~.hinton_mnist.PAPER`."""
+"""The figures and ``report.md`` of ``reproduce hinton-mnist``: the prose is ``templates/hinton_mnist.md`` (one
+section per block), the tables are rows as data; every number comes from the summary, the run records (via
+``details``), the provenance (commit, training times) or the paper table :data:`~.hinton_mnist_setup.PAPER`.
+This module imports nothing of the experiment module (no cycle); the experiment passes its context's parts in."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from typing import Any
 
 from ..report import Results, Vs, fmt, markdown_table, paper_table, pyplot, render, save_figure, summarize
 from ..report.scalars import duration, num
-from ..report.sections import template_sections
 from .hinton_mnist_recipes import (
+    T,
     _optim_text,
     _student_recipes,
     _teacher_recipes,
@@ -83,12 +85,9 @@ def _figure_regulariser(curves: dict[str, dict[str, Any]]) -> Any:
 
 # --------------------------------------------------------------------------- report
 
-TEMPLATE = template_sections("darkknowledge.experiments", "templates/hinton_mnist.md")
-
-
 def block(name: str, **fields: Any) -> str:
-    """The template section ``name`` rendered with ``fields`` (the paper's numbers are ``P``)."""
-    return render(TEMPLATE[name], P=PAPER, **fields)
+    """The section ``name`` of templates/hinton_mnist.md rendered with ``fields`` (the paper's numbers are ``P``)."""
+    return render(T[name], P=PAPER, **fields)
 
 
 def build_report(summary: dict[str, Any], details: dict[str, Any], s: Settings, seeds: Sequence[int],
