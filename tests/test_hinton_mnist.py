@@ -206,26 +206,32 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     import dataclasses
 
     from darkknowledge.config import validate
+    from darkknowledge.engine.stages import Context
     from darkknowledge.experiments.hinton_mnist import (
         distilled_cfg,
-        distilled_jitter_cfg,
         other_teacher_student_cfg,
         recipe_cfg,
         recipe_cfgs,
     )
     from darkknowledge.experiments.hinton_mnist_report import _settings_section
-    from darkknowledge.experiments.hinton_mnist_setup import TEACHER_ALTERNATIVES, Ctx, settings_for
+    from darkknowledge.experiments.hinton_mnist_setup import (
+        TEACHER_ALTERNATIVES,
+        settings_for,
+        student_cfg,
+        teacher_cfg,
+    )
+    from darkknowledge.experiments.hinton_mnist_transfer import distilled_jitter_cfg
 
     s = settings_for(False)
-    c = Ctx(out=tmp_path, data_dir=None, s=s, seeds=[0, 1, 2], progress=False, planning=True)
-    t1 = c.teacher_cfg(1)
+    c = Context("hinton-mnist", tmp_path, None, s, [0, 1, 2], progress=False)
+    t1 = teacher_cfg(c, 1)
     tr = "adam_300ep_bf16_batch256"
     assert s.teacher_recipe == tr and t1["epochs"] == TEACHER_ALTERNATIVES[tr]["epochs"] == 300
-    assert t1["out_dir"].endswith(f"teacher_recipes/{tr}_seed1") and t1["optim"] == c.teacher_cfg(1, "base")["optim"]
-    assert c.teacher_cfg(1, "base")["epochs"] == s.teacher_epochs == 200
+    assert t1["out_dir"].endswith(f"teacher_recipes/{tr}_seed1") and t1["optim"] == teacher_cfg(c, 1, "base")["optim"]
+    assert teacher_cfg(c, 1, "base")["epochs"] == s.teacher_epochs == 200
     # the suite's recipe is the 300-epoch fp32 one with bf16 autocast and batch 256, nothing else; the bf16 one
     # differs from the fp32 one in its precision only
-    f1, b1 = c.teacher_cfg(1, "adam_300ep"), c.teacher_cfg(1, "adam_300ep_bf16")
+    f1, b1 = teacher_cfg(c, 1, "adam_300ep"), teacher_cfg(c, 1, "adam_300ep_bf16")
     assert t1["precision"] == b1["precision"] == "bf16" and "precision" not in f1
     assert t1["batch_size"] == 256 and b1["batch_size"] == f1["batch_size"] == s.batch_size == 128
     assert {k for k in f1 if f1[k] != b1.get(k)} == {"name", "out_dir"}
@@ -233,13 +239,13 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     for cfg in (t1, f1, b1):
         validate(cfg)
     # a student of seed k distils from that teacher, and its folder says so; labels-only students keep their names
-    st = c.student_cfg("distilled", "distilled", 1, distil=True)
+    st = student_cfg(c, "distilled", "distilled", 1, distil=True)
     assert st["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
     assert st["out_dir"].endswith(f"distilled/distilled_from_{tr}_seed1")
-    assert c.student_cfg("baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
+    assert student_cfg(c, "baseline", "baseline", 1)["out_dir"].endswith("baseline/baseline_seed1")
     # the student-recipe comparison: every seed against its own suite teacher (the chosen recipe's runs are the
     # headline's); the "other teacher" student is pinned to the 200-epoch seed-0 teacher
-    base0 = c.teacher_cfg(0, "base")["out_dir"] + "/best.safetensors"
+    base0 = teacher_cfg(c, 0, "base")["out_dir"] + "/best.safetensors"
     assert recipe_cfg(c, "T4_adam", 1)["distill"]["teachers"] == [t1["out_dir"] + "/best.safetensors"]
     assert recipe_cfg(c, "T4_adam", 1)["out_dir"].endswith(f"student_recipes/T4_adam_from_{tr}_seed1")
     assert recipe_cfg(c, s.student_recipe, 2) == distilled_cfg(c, 2)
@@ -247,16 +253,15 @@ def test_the_teacher_recipe_setting_picks_every_seeds_teacher_and_names_its_stud
     assert {k for (n, k) in cfgs if n == "T20_clip5_100ep"} == {0} and {k for (n, k) in cfgs if n == "T10"} == {0, 1, 2}
     other = other_teacher_student_cfg(c)
     assert other["distill"]["teachers"] == [base0] and "_from_" not in other["out_dir"], other["out_dir"]
-    t2 = c.teacher_cfg(2)["out_dir"] + "/best.safetensors"
+    t2 = teacher_cfg(c, 2)["out_dir"] + "/best.safetensors"
     j2 = distilled_jitter_cfg(c, 2)
     assert j2["distill"]["teachers"] == [t2] and j2["name"] == f"distilled_jitter_from_{tr}_seed2"
-    pinned = Ctx(out=tmp_path, data_dir=None, s=dataclasses.replace(s, jitter_teacher="base"), seeds=[0], progress=False,
-                 planning=True)
+    pinned = Context("hinton-mnist", tmp_path, None, dataclasses.replace(s, jitter_teacher="base"), [0], progress=False)
     assert distilled_jitter_cfg(pinned, 2)["distill"]["teachers"] == [base0.replace("seed0", "seed2")]
     # quick mode keeps the one base teacher everywhere
-    q = Ctx(out=tmp_path, data_dir=None, s=settings_for(True), seeds=[0], progress=False, planning=True)
-    assert q.teacher_cfg(0)["out_dir"].endswith("teacher/teacher_seed0")
-    assert "_from_" not in q.student_cfg("distilled", "distilled", 0, distil=True)["out_dir"]
+    q = Context("hinton-mnist", tmp_path, None, settings_for(True), [0], progress=False)
+    assert teacher_cfg(q, 0)["out_dir"].endswith("teacher/teacher_seed0")
+    assert "_from_" not in student_cfg(q, "distilled", "distilled", 0, distil=True)["out_dir"]
 
     # the report's teacher table marks the recipe used, and says so when validation prefers another
     def rec(val: int, epochs: int) -> dict:
@@ -325,3 +330,43 @@ def test_the_report_checks_the_targets_met_or_missed_by_how_much():
     with pytest.raises(ValueError, match="operator"):
         _targets_text(summary.get, {"gap_closed": ("<", 0.6)})
     assert settings_for(True).targets == {}
+
+
+def test_a_stage_runs_the_teachers_of_its_students_first_and_counts_only_its_own_runs(tmp_path):
+    """The teachers a stage's students distil from are jobs of that stage (so the pool trains them first, and
+    rebuilds their weights when a student must train); stage 1's training time holds the teachers, a run shared
+    by two stages counts once, under the first."""
+    from darkknowledge.engine.jobs import _dependencies
+    from darkknowledge.engine.stages import Context
+    from darkknowledge.experiments.hinton_mnist import EXPERIMENT, baseline_cfg, stage_train_times
+    from darkknowledge.experiments.hinton_mnist_setup import settings_for, teacher_cfg
+
+    stages = {st.name: st for st in EXPERIMENT.stages}
+    assert list(stages) == list(STAGES)
+    ctx = Context("hinton-mnist", tmp_path, None, settings_for(False), [0, 1], progress=False)
+    jobs = stages["distilled"].jobs(ctx)
+    dirs = [j.out_dir for j in jobs]
+    suite = [teacher_cfg(ctx, k)["out_dir"] for k in (0, 1)]
+    other = teacher_cfg(ctx, 0, "base")["out_dir"]  # the "what the teacher is worth" student's teacher
+    assert dirs[:3] == suite + [other]
+    assert [baseline_cfg(ctx, k)["out_dir"] for k in (0, 1)] == dirs[3:5]  # read by the shifted-image diagnostic
+    deps = _dependencies(jobs)
+    assert all(deps[i] <= {0, 1, 2} and deps[i] for i in range(5, len(jobs)))  # every student waits for a teacher
+    assert len(set(dirs)) == len(dirs)
+    for name in ("omit3", "only78", "regulariser", "jitter", "logit_matching", "temperature"):
+        assert set(suite) <= {j.out_dir for j in stages[name].jobs(ctx)}, name
+
+    # training time per stage: the records of its own runs (seconds: 10, 20, 30 in the order first made)
+    q = Context("hinton-mnist", tmp_path, None, settings_for(True), [0], progress=False)
+    seen = {}
+    for st in ("teacher", "baseline", "distilled"):
+        for j in stages[st].jobs(q):
+            seen.setdefault(j.out_dir, {"config": j.config, "seed": j.config["seed"], "wall_time_s": 10.0 * (len(seen) + 1)})
+    q.records = seen
+    q.details = {st: {"seeds": [0]} for st in ("teacher", "baseline", "distilled")}
+    q.times = {"teacher": 1.0, "baseline": 2.0, "distilled": 3.0, "temperature": 4.0}
+    order = list(seen)  # teacher_seed0, baseline_seed0, distilled_seed0 (the distilled stage's teacher is shared)
+    assert [p.split("/")[-2] for p in order] == ["teacher", "baseline", "distilled"]
+    assert stage_train_times(q) == {"train": {"teacher": 10.0, "baseline": 20.0, "distilled": 30.0},
+                                    "invocation": {"teacher": 1.0, "baseline": 2.0, "distilled": 3.0},
+                                    "single_seed": 60.0}

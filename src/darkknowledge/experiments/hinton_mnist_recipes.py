@@ -1,30 +1,17 @@
 """The recipe-selection parts of the ``reproduce hinton-mnist`` report (teacher and distilled-student recipes
-compared on the validation split, what the validation curves say about more epochs) and the small
-formatters the report shares."""
+compared on the validation split, what the validation curves say about more epochs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..report import markdown_table
-from .hinton_mnist_setup import STUDENT_ALTERNATIVES, STUDENT_PROBES, Settings, t_label
+from ..report import markdown_table, render
+from ..report.scalars import duration, num
+from ..report.sections import template_sections
+from .hinton_mnist_setup import STUDENT_ALTERNATIVES, STUDENT_PROBES, Settings, mean, t_label
 
-
-def num(v: Any, digits: int = 0, suffix: str = "") -> str:
-    """A number (or ``–`` for ``None``) with ``digits`` decimals; strings pass through."""
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    return f"{v:.{digits}f}{suffix}"
-
-
-def mins(s: float) -> str:
-    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-
-
-def mean(v: list[float] | None) -> float | None:
-    return None if not v else sum(v) / len(v)
+#: the report's prose (templates/hinton_mnist.md), shared with :mod:`.hinton_mnist_report`
+T = template_sections("darkknowledge.experiments", "templates/hinton_mnist.md")
 
 
 def _optim_text(o: dict[str, Any]) -> str:
@@ -39,38 +26,33 @@ def _teacher_recipes(add, s: Settings, details: dict[str, Any]) -> None:
     """The teacher recipes of the seed-0 comparison, which one validation prefers, and what the used one's
     validation curve says about more epochs."""
     recipes = details.get("teacher", {}).get("recipes")
-    if recipes:
-        add("**Teacher recipe, chosen on validation** (seed 0; test errors for reference only):\n")
-        rows = [[f"`{k}`" + (" (used for every seed)" if k == s.teacher_recipe else ""), _optim_text(v["optim"]),
-                 num(v["max_norm"], 1), v.get("precision", "fp32"), v.get("batch_size", s.batch_size), v["epochs"],
-                 v["val_errors"], min(v["val_curve"]),
-                 v["test_errors"],
-                 mins(v["wall_time_s"] or 0.0)] for k, v in recipes.items()]
-        add(markdown_table(["recipe", "optimiser", "max-norm", "precision", "batch", "epochs",
-                            "val errors (selected epoch, of 5,000)",
-                            "min val errors over epochs", "test errors", "training time"], rows) + "\n")
-        best, used = min(recipes, key=lambda k: recipes[k]["val_errors"]), recipes.get(s.teacher_recipe)
-        fit = _within_budget(s, recipes)
-        vs = f"({recipes[best]['val_errors']} vs {used['val_errors'] if used else '?'} errors)"
-        add(("The recipe used has the fewest validation errors." if best == s.teacher_recipe else
-             f"Validation alone prefers `{best}` {vs}, but its three seeds do not fit the "
-             f"~{s.teacher_budget_min:.0f} min budget (below)." if s.teacher_budget_min and best not in fit else
-             f"**Validation prefers `{best}`** {vs}; the suite still uses `{s.teacher_recipe}` — rerun with "
-             "it to follow validation.") + " " + (_curve_text(used["val_curve"]) if used else "") + "\n")
-        add(_teacher_budget(s, details, recipes) + "\n")
-        if fit:
-            bf = min(fit, key=lambda k: (recipes[k]["val_errors"], k != s.teacher_recipe))  # ties keep the used
-            tied = [k for k in fit if k != bf and recipes[k]["val_errors"] == recipes[bf]["val_errors"]]
-            tie = (f" (tied at {recipes[bf]['val_errors']} errors with " + ", ".join(f"`{k}`" for k in tied)
-                   + ": a tie keeps the recipe used)") if tied else ""
-            add(f"Within the ~{s.teacher_budget_min:.0f} min budget " + (
-                f"the recipe used is also validation's choice{tie}.\n" if bf == s.teacher_recipe else
-                f"(recipes whose three seeds fit it, perfectly packed): **validation prefers `{bf}`** "
-                f"({recipes[bf]['val_errors']} errors"
-                + (f" vs {used['val_errors']} for `{s.teacher_recipe}`, which does not fit" if used and
-                   s.teacher_recipe not in fit else "")
-                + f"); the suite still uses `{s.teacher_recipe}` — rerun with `teacher_recipe=\"{bf}\"` to meet "
-                "the budget.\n"))
+    if not recipes:
+        return
+    rows = [[f"`{k}`" + (" (used for every seed)" if k == s.teacher_recipe else ""), _optim_text(v["optim"]),
+             num(v["max_norm"], 1), v.get("precision", "fp32"), v.get("batch_size", s.batch_size), v["epochs"],
+             v["val_errors"], min(v["val_curve"]), v["test_errors"], duration(v["wall_time_s"] or 0.0)]
+            for k, v in recipes.items()]
+    add(render(T["teacher_recipes"], table=markdown_table(
+        ["recipe", "optimiser", "max-norm", "precision", "batch", "epochs", "val errors (selected epoch, of 5,000)",
+         "min val errors over epochs", "test errors", "training time"], rows)) + "\n")
+    best, used = min(recipes, key=lambda k: recipes[k]["val_errors"]), recipes.get(s.teacher_recipe)
+    fit = _within_budget(s, recipes)
+    choice = ("teacher_choice_used" if best == s.teacher_recipe else
+              "teacher_choice_over_budget" if s.teacher_budget_min and best not in fit else "teacher_choice_other")
+    add(render(T[choice], s=s, best=best, best_errors=recipes[best]["val_errors"],
+               used_errors=used["val_errors"] if used else "?") + " " + (_curve_text(used["val_curve"]) if used else "")
+        + "\n")
+    add(_teacher_budget(s, details, recipes) + "\n")
+    if fit:
+        bf = min(fit, key=lambda k: (recipes[k]["val_errors"], k != s.teacher_recipe))  # ties keep the used
+        errors = recipes[bf]["val_errors"]
+        tied = [k for k in fit if k != bf and recipes[k]["val_errors"] == errors]
+        if bf == s.teacher_recipe:
+            tie = render(T["budget_tie"], errors=errors, tied=", ".join(f"`{k}`" for k in tied)) if tied else ""
+            add(render(T["budget_choice_used"], s=s, tie=tie) + "\n")
+        else:
+            unfit = render(T["budget_unfit"], s=s, used=used) if used and s.teacher_recipe not in fit else ""
+            add(render(T["budget_choice_other"], s=s, best=bf, errors=errors, unfit=unfit) + "\n")
 
 
 def _within_budget(s: Settings, recipes: dict[str, Any]) -> list[str]:
@@ -88,16 +70,13 @@ def _teacher_budget(s: Settings, details: dict[str, Any], recipes: dict[str, Any
     walls = [w for w in details.get("teacher", {}).get("wall_time_s") or [] if w]
     out = []
     if walls:
-        out.append(f"**Teacher budget** (one thread per run, two cores): the {len(walls)} teachers of "
-                   f"`{s.teacher_recipe}` took {sum(walls) / 60:.0f} min of training "
-                   f"({', '.join(f'{w / 60:.0f}' for w in walls)}), at least "
-                   f"{max(sum(walls) / 2, max(walls)) / 60:.0f} min of wall time on two cores.")
-    alt = [f"`{k}` ~{3 * v['wall_time_s'] / 60:.0f} min of training, {1.5 * v['wall_time_s'] / 60:.0f}–"
-           f"{2 * v['wall_time_s'] / 60:.0f} min of wall time" for k, v in recipes.items()
+        out.append(render(T["teacher_budget_used"], s=s, n=len(walls), total=sum(walls) / 60,
+                          each=", ".join(f"{w / 60:.0f}" for w in walls), wall=max(sum(walls) / 2, max(walls)) / 60))
+    alt = [render(T["teacher_budget_other"], k=k, train=3 * v["wall_time_s"] / 60, lo=1.5 * v["wall_time_s"] / 60,
+                  hi=2 * v["wall_time_s"] / 60) for k, v in recipes.items()
            if k != s.teacher_recipe and v.get("wall_time_s")]
     if alt:
-        out.append("Three seeds of each other recipe at its seed-0 run's pace (perfectly packed – two side by "
-                   "side, then the third): " + "; ".join(alt) + ".")
+        out.append(render(T["teacher_budget_others"], items="; ".join(alt)))
     return " ".join(out)
 
 
@@ -126,44 +105,33 @@ def _student_recipes(add, s: Settings, details: dict[str, Any]) -> None:
     recipes = details.get("distilled", {}).get("recipes")
     if not recipes:
         return
-    tr = s.recipe_teacher or s.teacher_recipe
-    add(f"**Distilled-student recipe, chosen on validation** (mean validation errors over the seeds, each student "
-        f"taught by its seed's teacher of recipe `{tr}`; test errors for reference only). Every recipe is the shared "
-        "student recipe above with the overrides shown; none adds a regulariser (the paper's student is "
-        "\"regularized solely by\" the soft targets):\n")
     rows = [[f"`{k}`" + (" (used for stages 3–4)" if k == s.student_recipe else " (probe)" if k in STUDENT_PROBES
                          else ""),
              _overrides_text(STUDENT_ALTERNATIVES.get(k, {})), t_label(v["temperature"]), v["epochs"],
              _per_seed(v["val_errors"]), _per_seed(v["selected_epoch"]), _per_seed(v["test_errors"]),
-             mins(sum(t or 0.0 for t in v["wall_time_s"]))] for k, v in recipes.items()]
-    add(markdown_table(["recipe", "overrides", "T", "epochs", "val errors (of 5,000): mean (per seed)",
-                        "selected epoch", "test errors", "training time (all seeds)"], rows) + "\n")
+             duration(sum(t or 0.0 for t in v["wall_time_s"]))] for k, v in recipes.items()]
+    add(render(T["student_recipes"], teacher=s.recipe_teacher or s.teacher_recipe, table=markdown_table(
+        ["recipe", "overrides", "T", "epochs", "val errors (of 5,000): mean (per seed)", "selected epoch",
+         "test errors", "training time (all seeds)"], rows)) + "\n")
     cands = candidate_recipes(s, recipes)
     if cands:
         best = min(cands, key=lambda k: cands[k])
-        add((f"Among the {s.student_epochs}-epoch recipes the one used has the fewest mean validation errors."
-             if best == s.student_recipe else
-             f"**Validation prefers `{best}`** among the {s.student_epochs}-epoch recipes ({cands[best]:.1f} vs "
-             f"{num(cands.get(s.student_recipe), 1)} mean errors); stages 3–4 still use `{s.student_recipe}`.")
-            + f" The candidates' means span {min(cands.values()):.1f}–{max(cands.values()):.1f} validation errors.\n")
+        add(render(T["student_choice_used" if best == s.student_recipe else "student_choice_other"], s=s, best=best,
+                   best_mean=cands[best], used_mean=num(cands.get(s.student_recipe), 1), lo=min(cands.values()),
+                   hi=max(cands.values())) + "\n")
     ot = details.get("distilled", {}).get("other_teacher")
-    tr0 = (details.get("teacher", {}).get("recipes") or {}).get(s.teacher_recipe)
-    if ot and tr0:
+    used = (details.get("teacher", {}).get("recipes") or {}).get(s.teacher_recipe)
+    if ot and used:
         sm = details.get("distilled", {}).get("seed0_student") or {}
-        add(f"**What the teacher is worth to the student** (seed 0, `{s.student_recipe}`): the teacher of recipe "
-            f"`{ot['recipe']}` ({ot['teacher_val_errors']} validation / {ot['teacher_test_errors']} test errors) "
-            f"teaches a student with {ot['student_val_errors']} / {ot['student_test_errors']}; the suite's "
-            f"`{s.teacher_recipe}` teacher ({tr0['val_errors']} / {tr0['test_errors']}) one with "
-            f"{sm.get('val_errors', '?')} / {sm.get('test_errors', '?')}.\n")
+        add(render(T["teacher_worth"], s=s, ot=ot, used=used, student_val=sm.get("val_errors", "?"),
+                   student_test=sm.get("test_errors", "?")) + "\n")
     for k, v in recipes.items():
         b = probe_base(k)
         if v["epochs"] > s.student_epochs and b in recipes:
             u, curve = recipes[b], v["val_curve"]
-            add(f"Longer schedule (`{k}`, seed {v['seeds'][0]}, {v['epochs']} epochs, "
-                f"{mins(v['wall_time_s'][0] or 0.0)}): {v['val_errors'][0]} validation errors at its selected epoch "
-                f"against {u['val_errors'][0]} for `{b}` in {u['epochs']}; its validation errors were "
-                f"{curve[u['epochs'] - 1]} at epoch {u['epochs']}, {curve[len(curve) // 2 - 1]} at epoch "
-                f"{len(curve) // 2} and {curve[-1]} at the end.\n")
+            add(render(T["longer_schedule"], k=k, v=v, u=u, base=b, time=duration(v["wall_time_s"][0] or 0.0),
+                       at_base=curve[u["epochs"] - 1], at_half=curve[len(curve) // 2 - 1], half=len(curve) // 2,
+                       at_end=curve[-1]) + "\n")
 
 
 def probe_base(probe: str) -> str:
@@ -179,9 +147,6 @@ def _curve_text(curve: list[int]) -> str:
     if n < 8:
         return ""
     q3, end = curve[(3 * n) // 4 - 1], min(curve[-max(1, n // 10):])
-    half = curve[n // 2 - 1]
-    return (f"Its validation errors fell from {half} at epoch {n // 2} to {q3} at epoch {(3 * n) // 4} and "
-            f"{end} over the last {max(1, n // 10)} epochs (minimum {min(curve)}): "
-            + ("still falling at the end, so a longer schedule would likely help."
-               if end < q3 - 2 else "flat over the last quarter, so at this schedule more epochs add little; a "
-               "longer cosine schedule mainly buys more time at a high learning rate."))
+    return render(T["teacher_curve"], half=curve[n // 2 - 1], n_half=n // 2, q3=q3, n_q3=(3 * n) // 4, end=end,
+                  n_end=max(1, n // 10), low=min(curve),
+                  reading=T["teacher_curve_falling"] if end < q3 - 2 else T["teacher_curve_flat"])

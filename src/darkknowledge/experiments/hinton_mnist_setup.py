@@ -1,17 +1,17 @@
 """Hinton et al. (2015) on MNIST, the set-up: the paper's numbers, the stage list and summary keys, the
-schedules (:class:`Settings`), and the experiment context (:class:`Ctx`: configs of every run, cached runs).
-The stages and the experiment itself are in :mod:`.hinton_mnist`."""
+schedules (:class:`Settings`) and the configs of every run (teachers and students, functions of the stage
+runner's :class:`~darkknowledge.engine.stages.Context`). The stages and the experiment itself are in
+:mod:`.hinton_mnist`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import same_config, validate
-from .runner import run_cached
+from ..engine.jobs import Job
+from ..engine.stages import Context
 
 STAGES = ("teacher", "baseline", "distilled", "logit_matching", "temperature", "omit3", "only78", "regulariser",
           "jitter")
@@ -177,117 +177,66 @@ def settings_for(quick: bool) -> Settings:
                              "gap_closed": (">=", 0.85)})
 
 
-# --------------------------------------------------------------------------- the experiment context
+# --------------------------------------------------------------------------- the configs of the runs
 
 
-class MissingRun(LookupError):
-    """A stage not selected by ``--only`` has no finished run to report."""
+def mnist_data(ctx: Context, **over: Any) -> dict[str, Any]:
+    """The data section of a config: MNIST, the fixed validation split, ``Settings.train_fraction``; ``over``."""
+    s = ctx.settings
+    return {"dataset": "mnist", "data_dir": ctx.data_dir, "val_size": s.val_size, "split_seed": 0,
+            "fraction": s.train_fraction, **over}
 
 
-@dataclass
-class Ctx:
-    out: Path
-    data_dir: str | None
-    s: Settings
-    seeds: list[int]
-    progress: bool
-    allow_train: bool = True
-    log: Callable[[str], None] = print
-    _teachers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    planning: bool = False
+def teacher_cfg(ctx: Context, seed: int, recipe: str | None = None) -> dict[str, Any]:
+    """The teacher of ``seed`` of ``recipe`` (default: ``Settings.teacher_recipe``): "base" in
+    ``runs/teacher/``, a :data:`TEACHER_ALTERNATIVES` one in ``runs/teacher_recipes/``."""
+    s, runs = ctx.settings, ctx.out / "runs"
+    recipe = recipe or s.teacher_recipe
+    if recipe != "base":
+        cfg = teacher_cfg(ctx, seed, "base")
+        alt = s.teacher_overrides(recipe)
+        cfg["optim"] = {**cfg["optim"], **alt["optim"]}
+        cfg["model"]["args"] = {**cfg["model"]["args"], **alt.get("model_args", {})}
+        cfg["epochs"] = alt.get("epochs", cfg["epochs"])
+        cfg.update({k: alt[k] for k in ("precision", "batch_size") if k in alt})
+        return {**cfg, "name": f"{recipe}_seed{seed}", "out_dir": str(runs / "teacher_recipes" / f"{recipe}_seed{seed}")}
+    return {"name": f"teacher_seed{seed}", "seed": seed, "epochs": s.teacher_epochs, "batch_size": s.batch_size,
+            "threads": s.threads,
+            "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
+                                              "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
+            "data": mnist_data(ctx, augment_shift=2),
+            "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
+                      "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
+            "out_dir": str(runs / "teacher" / f"teacher_seed{seed}")}
 
-    @property
-    def runs(self) -> Path:
-        return self.out / "runs"
 
-    def data(self, **over: Any) -> dict[str, Any]:
-        d = {"dataset": "mnist", "data_dir": self.data_dir, "val_size": self.s.val_size, "split_seed": 0,
-             "fraction": self.s.train_fraction}
-        return {**d, **over}
+def weights_path(cfg: dict[str, Any]) -> str:
+    """Where the run of ``cfg`` keeps its validation-selected weights (what a student distils from)."""
+    return str(Path(cfg["out_dir"]) / "best.safetensors")
 
-    def run(self, cfg: dict[str, Any], need_weights: bool = False, **kw: Any) -> dict[str, Any]:
-        """``run_cached`` when training is allowed; otherwise the finished record or :class:`MissingRun`.
 
-        A run that has to train first materialises its teachers' weights (retraining a teacher whose
-        record is committed but whose weights are not); a cached run never touches them."""
-        if self.allow_train:
-            if self.progress:
-                self.log(f"   run {cfg['out_dir']}")
-            deps = [self._teachers[t] for t in cfg.get("distill", {}).get("teachers", []) if t in self._teachers]
-
-            def materialise() -> None:
-                for d in deps:
-                    run_cached(d, progress=self.progress, need_weights=True)
-
-            return run_cached(cfg, progress=self.progress, need_weights=need_weights, before_train=materialise, **kw)
-        tc = validate(cfg)
-        p = Path(tc.out_dir) / "run.json"
-        try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise MissingRun(str(p)) from None
-        if not same_config(rec.get("config"), tc) or (need_weights and not (p.parent / "best.safetensors").exists()):
-            raise MissingRun(str(p))
-        return rec
-
-    # ---- configs
-
-    def teacher_cfg(self, seed: int, recipe: str | None = None) -> dict[str, Any]:
-        """The teacher of ``seed`` of ``recipe`` (default: ``Settings.teacher_recipe``): "base" in
-        ``runs/teacher/``, a :data:`TEACHER_ALTERNATIVES` one in ``runs/teacher_recipes/``."""
-        s = self.s
-        recipe = recipe or s.teacher_recipe
-        if recipe != "base":
-            cfg = self.teacher_cfg(seed, "base")
-            alt = s.teacher_overrides(recipe)
-            cfg["optim"] = {**cfg["optim"], **alt["optim"]}
-            cfg["model"]["args"] = {**cfg["model"]["args"], **alt.get("model_args", {})}
-            cfg["epochs"] = alt.get("epochs", cfg["epochs"])
-            cfg.update({k: alt[k] for k in ("precision", "batch_size") if k in alt})
-            return {**cfg, "name": f"{recipe}_seed{seed}",
-                    "out_dir": str(self.runs / "teacher_recipes" / f"{recipe}_seed{seed}")}
-        return {"name": f"teacher_seed{seed}", "seed": seed, "epochs": s.teacher_epochs, "batch_size": s.batch_size,
-                "threads": s.threads,
-                "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
-                                                  "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
-                "data": self.data(augment_shift=2),
-                "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
-                          "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
-                "out_dir": str(self.runs / "teacher" / f"teacher_seed{seed}")}
-
-    def teacher(self, seed: int, recipe: str | None = None) -> str:
-        """Train (or reuse) the record of the seed's teacher of ``recipe`` (default: the suite's); returns
-        the path of its selected checkpoint (whose weights :meth:`run` materialises when a student that distils
-        from it has to train)."""
-        cfg = self.teacher_cfg(seed, recipe)
-        path = str(Path(cfg["out_dir"]) / "best.safetensors")
-        self._teachers[path] = cfg
-        if not self.planning:  # planning the pool's jobs: the teacher is a job of its own
-            self.run(cfg)
-        return path
-
-    def student_cfg(self, stage: str, name: str, seed: int, width: int = 800, epochs: int | None = None,
-                    data: dict[str, Any] | None = None, distil: bool = False,
-                    temperature: float | None = None, kind: str = "ce", w_soft: float | None = None,
-                    w_hard: float | None = None, teacher_recipe: str | None = None) -> dict[str, Any]:
-        """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed of ``teacher_recipe``
-        (default: ``Settings.teacher_recipe``; other than "base", the run's name says so: ``<name>_from_<recipe>``)."""
-        s = self.s
-        teacher_recipe = teacher_recipe or s.teacher_recipe
-        if distil and teacher_recipe != "base":
-            name = f"{name}_from_{teacher_recipe}"
-        cfg: dict[str, Any] = {
-            "name": f"{name}_seed{seed}", "seed": seed, "epochs": epochs or s.student_epochs, "threads": s.threads,
-            "batch_size": s.batch_size, "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [width, width]}},
-            "data": data or self.data(), "optim": {"name": "sgd", "lr": s.student_lr, "momentum": 0.9,
-                                                   "schedule": "cosine", "warmup_epochs": s.student_warmup},
-            "out_dir": str(self.runs / stage / f"{name}_seed{seed}")}
-        if distil:
-            cfg["distill"] = {"teachers": [self.teacher(seed, teacher_recipe)],
-                              "temperature": temperature or s.temperature, "kind": kind,
-                              "w_soft": s.w_soft if w_soft is None else w_soft,
-                              "w_hard": s.w_hard if w_hard is None else w_hard}
-        return cfg
+def student_cfg(ctx: Context, stage: str, name: str, seed: int, width: int = 800, epochs: int | None = None,
+                data: dict[str, Any] | None = None, distil: bool = False, temperature: float | None = None,
+                kind: str = "ce", w_soft: float | None = None, w_hard: float | None = None,
+                teacher_recipe: str | None = None) -> dict[str, Any]:
+    """A 784-w-w-10 student of ``seed``; ``distil``: from the teacher of the same seed of ``teacher_recipe``
+    (default: ``Settings.teacher_recipe``; other than "base", the run's name says so: ``<name>_from_<recipe>``)."""
+    s = ctx.settings
+    teacher_recipe = teacher_recipe or s.teacher_recipe
+    if distil and teacher_recipe != "base":
+        name = f"{name}_from_{teacher_recipe}"
+    cfg: dict[str, Any] = {
+        "name": f"{name}_seed{seed}", "seed": seed, "epochs": epochs or s.student_epochs, "threads": s.threads,
+        "batch_size": s.batch_size, "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [width, width]}},
+        "data": data or mnist_data(ctx), "optim": {"name": "sgd", "lr": s.student_lr, "momentum": 0.9,
+                                                  "schedule": "cosine", "warmup_epochs": s.student_warmup},
+        "out_dir": str(ctx.out / "runs" / stage / f"{name}_seed{seed}")}
+    if distil:
+        cfg["distill"] = {"teachers": [weights_path(teacher_cfg(ctx, seed, teacher_recipe))],
+                          "temperature": temperature or s.temperature, "kind": kind,
+                          "w_soft": s.w_soft if w_soft is None else w_soft,
+                          "w_hard": s.w_hard if w_hard is None else w_hard}
+    return cfg
 
 
 def test_errors(rec: dict[str, Any]) -> int:
@@ -298,12 +247,54 @@ def val_errors(rec: dict[str, Any]) -> int:
     return int(rec["final"]["val"]["errors"])
 
 
-def train_seconds(recs: Sequence[dict[str, Any]]) -> float:
-    return float(sum(r.get("wall_time_s", 0.0) for r in recs))
+def mean(v: Sequence[float] | None) -> float | None:
+    return None if not v else sum(v) / len(v)
 
 
-@dataclass
-class StageResult:
-    values: dict[str, list[float]] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
+def gap_closed(teacher: Sequence[float], baseline: Sequence[float], student: Sequence[float]) -> list[float]:
+    """Per seed, (baseline − student)/(baseline − teacher): the share of the teacher's advantage the student keeps."""
+    n = min(len(teacher), len(baseline), len(student))
+    return [(b - d) / (b - t) if b != t else float("nan") for t, b, d in zip(teacher[:n], baseline[:n], student[:n])]
+
+
+
+# --------------------------------------------------------------------------- runs on the stage runner
+
+Runs = Callable[[Context], list[Job]]
+
+
+def rec(ctx: Context, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The record of the run of ``cfg`` (finished by this stage or an earlier one)."""
+    return ctx.records[cfg["out_dir"]]
+
+
+def teacher_jobs(ctx: Context, jobs: Sequence[Job]) -> list[Job]:
+    """The teachers the students of ``jobs`` distil from, as jobs of their own: the pool runs them first, and
+    a teacher of a student still to train gets its weights (a fresh clone holds the records only)."""
+    by_path: dict[str, dict[str, Any]] = {}
+    for recipe in ("base", *TEACHER_ALTERNATIVES):
+        for k in sorted({j.config["seed"] for j in jobs}):
+            cfg = teacher_cfg(ctx, k, recipe)
+            by_path.setdefault(weights_path(cfg), cfg)
+    return [Job(by_path[p]) for p in dict.fromkeys(t for j in jobs for t in j.teachers) if p in by_path]
+
+
+def with_weights(ctx: Context, cfgs: Sequence[dict[str, Any]]) -> None:
+    """Make sure the runs of ``cfgs`` have their weights on disk (retrained, with their teachers, if not)."""
+    jobs = [Job(c, need_weights=True) for c in cfgs]
+    ctx.run(jobs + teacher_jobs(ctx, jobs))  # the first of two jobs of one run is kept: need_weights
+
+
+def stage_jobs(own: Runs, extra: Runs | None = None) -> Runs:
+    """A stage's jobs: the teachers of its own runs, ``extra`` runs it reads (not its own), then its own runs."""
+    def jobs(ctx: Context) -> list[Job]:
+        mine = own(ctx)
+        more = extra(ctx) if extra is not None else []
+        return teacher_jobs(ctx, more + mine) + more + mine
+
+    return jobs
+
+
+def per_seed(cfg_fn: Callable[[Context, int], dict[str, Any]], **kwargs: Any) -> Runs:
+    """The runs of ``cfg_fn(ctx, seed)`` for every seed (``kwargs``: ``train()`` keywords of each job)."""
+    return lambda ctx: [Job(cfg_fn(ctx, k), dict(kwargs)) for k in ctx.seeds]
