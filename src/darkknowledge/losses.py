@@ -193,8 +193,14 @@ def logit_matching_loss(student_logits: Tensor, teacher_logits: Tensor, center: 
 
 @fp32
 def hard_loss(student_logits: Tensor, labels: Tensor) -> Tensor:
-    """Ordinary cross-entropy with the true labels at ``T = 1`` (batch mean), with range checks."""
+    """Ordinary cross-entropy with the true labels at ``T = 1`` (batch mean), with range checks.
+
+    ``labels`` may also be the labels of a mixed batch (mixup / cutmix: anything with a ``cross_entropy(logits)``
+    method, :class:`darkknowledge.data.augment.MixedTargets`): then ``mean_i lam_i·CE(z_i, y_a,i) + (1 −
+    lam_i)·CE(z_i, y_b,i)`` (Zhang et al. 2018, Eq. 1), the CE against the mixed one-hot targets."""
     check_logits(student_logits, "student_logits")
+    if not isinstance(labels, Tensor) and callable(getattr(labels, "cross_entropy", None)):
+        return labels.cross_entropy(student_logits)
     check_labels(labels, student_logits.shape[0], student_logits.shape[1])
     return F.cross_entropy(student_logits, labels.long())
 

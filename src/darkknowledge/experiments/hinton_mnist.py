@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..data import load_dataset
 from ..engine.jobs import Job, cached_eval
 from ..engine.stages import Context, Experiment, Outcome, Stage
@@ -184,11 +185,12 @@ def distilled_runs(ctx: Context) -> list[Job]:
 def _recipe_details(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """One recipe's runs of the comparison (one per seed, in seed order)."""
     v = recs[0]
+    kd = TrainConfig.model_validate(v["config"]).method_args  # kd's settings, in records of either form
     return {"seeds": [x["seed"] for x in recs], "val_errors": [val_errors(x) for x in recs],
             "test_errors": [test_errors(x) for x in recs], "epochs": len(v["epochs"]),
             "selected_epoch": [x["final"]["selected_epoch"] for x in recs], "optim": v["config"]["optim"],
-            "batch_size": v["config"]["batch_size"], "temperature": v["config"]["distill"]["temperature"],
-            "w_hard": v["config"]["distill"]["w_hard"], "val_curve": [e["val"]["errors"] for e in v["epochs"]],
+            "batch_size": v["config"]["batch_size"], "temperature": kd["temperature"],
+            "w_hard": kd["w_hard"], "val_curve": [e["val"]["errors"] for e in v["epochs"]],
             "wall_time_s": [x.get("wall_time_s") for x in recs]}
 
 

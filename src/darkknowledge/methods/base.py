@@ -28,12 +28,16 @@ class Method(nn.Module):
     ``teacher_output`` — what the teacher must serve: ``None`` for its class logits, or the name of a
     model method such as ``"subclass_logits"`` or ``"forward_features"``. A plain ``nn.Module`` (or a
     list of them, an ensemble) given as the teacher is wrapped as a frozen
-    :class:`~darkknowledge.teachers.Teacher` serving ``teacher_output``.
+    :class:`~darkknowledge.teachers.Teacher` serving ``teacher_output``. ``mixed_labels``: the method takes the
+    labels of a mixed batch (mixup / cutmix, :class:`~darkknowledge.data.augment.MixedTargets`) — its hard
+    term goes through :func:`~darkknowledge.losses.hard_loss`; the engine refuses a mixing augmentation for a
+    method that does not declare it.
     """
 
     name: ClassVar[str] = "method"
     needs_teacher: ClassVar[bool] = False
     teacher_output: ClassVar[str | None] = None
+    mixed_labels: ClassVar[bool] = False
 
     def __init__(self, student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Module] | None = None):
         super().__init__()

@@ -30,6 +30,7 @@ class KD(Method):
     """
 
     needs_teacher = True
+    mixed_labels = True
 
     def __init__(self, student, teacher, temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1,
                  kind: str = "ce", objective: DistillationObjective | None = None):
