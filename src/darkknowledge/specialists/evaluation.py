@@ -2,11 +2,10 @@
 
 :func:`evaluate_combination` runs the three steps of the paper's inference once per split:
 
-1. **validation** — the dustbin bias correction rule: a specialist trained on 50/50 data over-predicts its
-   dustbin by the factor its special share ``f`` (on the natural training data) was raised; the correction is
-   the paper's ``log(0.5/f)`` or the exact prior shift ``log((1 − f)/f)`` (:func:`~.data.dustbin_shift`), added
-   to the dustbin logit. The rule whose Eq. 5 combination is more accurate on validation is kept (a tie: the
-   paper's);
+1. **validation** — the dustbin bias correction rule: a specialist trained on 50/50 data saw its special
+   classes more often than their natural share ``f`` of the training set, so its dustbin logit is raised by the
+   paper's ``log(0.5/f)`` or by the exact prior shift ``log((1 − f)/f)`` (:func:`~.data.dustbin_shift`). The
+   rule whose Eq. 5 combination is more accurate on validation is kept (a tie: the paper's);
 2. **test** — the Table 3 / Table 4 numbers of the generalist and the combination
    (:func:`~.metrics.combination_metrics`) with the chosen correction;
 3. **training** — the combination ``q`` itself, the soft targets to distil the combination back into one network.
