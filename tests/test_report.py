@@ -196,6 +196,7 @@ RERENDER = [  # (experiment, results folder, options, the data it needs)
     ("demo-digits", "results/demo-digits", {"seeds": 3}, None),
     ("demo-digits", "results/demo-digits", {"seeds": 3, "quick": True}, None),
     ("hinton-speech", "results/hinton-speech", {}, "fsdd/fsdd.npz"),
+    ("hinton-specialists", "results/hinton-specialists", {}, "omniglot-small/images_background_small1.zip"),
 ]
 
 
