@@ -125,8 +125,8 @@ def test_combination_recomputed_from_the_weights(quick):
     loaders) and combined live reproduce the summary's accuracy."""
     out, summary = quick
     from darkknowledge.engine.stages import Context
-    from darkknowledge.experiments.hinton_specialists import generalist, specialist_jobs
     from darkknowledge.experiments.hinton_specialists_jobs import load_generalist, load_specialist
+    from darkknowledge.experiments.hinton_specialists_runs import generalist, specialist_jobs
 
     details = json.loads((out / "details.json").read_text())
     ctx = Context("hinton-specialists", out, DATA, settings_for(True), [0], details=details)
