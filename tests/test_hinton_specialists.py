@@ -13,15 +13,9 @@ import pytest
 import torch
 
 from darkknowledge.experiments import get_experiment, list_experiments
-from darkknowledge.experiments.hinton_specialists import (
-    PAPER,
-    SUMMARY_SUFFIXES,
-    SpecialistCombination,
-    data_splits,
-    memberships,
-    settings_for,
-    summary_keys,
-)
+from darkknowledge.experiments.hinton_specialists import PAPER, SUMMARY_SUFFIXES, settings_for, summary_keys
+from darkknowledge.experiments.hinton_specialists_jobs import data_splits
+from darkknowledge.specialists import SpecialistCombination
 
 DATA = os.environ.get("DARKKNOWLEDGE_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 HAVE_OMNIGLOT = (Path(DATA) / "omniglot-small" / "images_background_small1.zip").exists()
@@ -127,23 +121,23 @@ def test_committed_results_match_their_records():
 
 
 def test_combination_recomputed_from_the_weights(quick):
-    """Generalist + specialists rebuilt from their files and combined live reproduce the summary's accuracy."""
+    """Generalist + specialists rebuilt from their files (through the experiment's configs and the job kinds'
+    loaders) and combined live reproduce the summary's accuracy."""
     out, summary = quick
-    from darkknowledge.experiments.hinton_specialists import (
-        Ctx,
-        _load_generalist,
-        _load_specialist,
-    )
+    from darkknowledge.engine.stages import Context
+    from darkknowledge.experiments.hinton_specialists_jobs import load_generalist, load_specialist
+    from darkknowledge.experiments.hinton_specialists_runs import generalist, specialist_jobs
 
     details = json.loads((out / "details.json").read_text())
-    c = Ctx(out, DATA, settings_for(True), False)
+    ctx = Context("hinton-specialists", out, DATA, settings_for(True), [0], details=details)
     d = settings_for(True).data[1]  # omniglot: small
     dd = details["datasets"][d.key]
     comb, sets = dd["combination"][0], dd["clusters"][0]["sets"]
-    gen_cfg = c.generalist(d, 0)
-    gen = _load_generalist(gen_cfg)
-    specs = [_load_specialist(gen, j.config, cl, sh) for j, cl, sh in
-             zip(c.specialists(d, 0, sets), sets, comb["shifts"])]
+    gen_cfg = generalist(ctx, d, 0)
+    gen = load_generalist(gen_cfg)
+    jobs = specialist_jobs(ctx, d, 0)
+    assert [j.kind for j in jobs] == ["specialist"] * len(sets) and all(j.fn is None for j in jobs)
+    specs = [load_specialist(gen, j.config, cl, sh) for j, cl, sh in zip(jobs, sets, comb["shifts"])]
     teacher = SpecialistCombination(gen, specs, sets)
     splits = data_splits(gen_cfg["data"])
     q = teacher.combined(splits.test.x)
@@ -177,19 +171,6 @@ def test_rerun_without_weights(quick, monkeypatch):
     _no_training(monkeypatch)
     again = get_experiment("hinton-specialists")(out=out, data_dir=DATA, quick=True, progress=False)
     assert again == summary
-
-
-def test_memberships_overlap_ratio():
-    from darkknowledge.specialists import Clustering
-
-    dist = np.array([[1.0, 1.1, 3.0], [1.0, 2.0, 1.19], [2.0, 1.0, 5.0], [9.0, 9.0, 1.0]])
-    labels = dist.argmin(1)
-    cl = Clustering([[0, 1], [2], [3]], labels, np.eye(4), np.zeros((3, 4)), dist, np.arange(4))
-    assert memberships(cl, None) == [[0, 1], [2], [3]]
-    # class 0 joins cluster 1 (1.1 ≤ 1.2), class 1 joins cluster 2 (1.19 ≤ 1.2), class 2 stays alone (2.0 > 1.2)
-    assert memberships(cl, 0.2) == [[0, 1], [0, 2], [1, 3]]
-    # a set holding every class has no dustbin: dropped
-    assert memberships(cl, 100.0) == []
 
 
 @pytest.mark.skipif(not HAVE_OMNIGLOT, reason="Omniglot zips not found")

@@ -404,3 +404,105 @@ def test_solver_benchmark_runs_and_its_figures_are_consistent(tmp_path):
         assert x["objective_max_abs_diff"] <= 1e-5 and x["batched_max_grad"] <= 1e-11
     assert rec["solver_speedup"] == min(x["speedup"] for x in res.values())
     assert f"solver_speedup {rec['solver_speedup']:.0f}" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------- the experiment's rules
+
+
+def test_special_sets_by_overlap_ratio():
+    dist = np.array([[1.0, 1.1, 3.0], [1.0, 2.0, 1.19], [2.0, 1.0, 5.0], [9.0, 9.0, 1.0]])
+    cl = sp.Clustering([[0, 1], [2], [3]], dist.argmin(1), np.eye(4), np.zeros((3, 4)), dist, np.arange(4))
+    assert sp.special_sets(cl) == [[0, 1], [2], [3]]
+    # class 0 joins cluster 1 (1.1 ≤ 1.2), class 1 joins cluster 2 (1.19 ≤ 1.2), class 2 stays alone (2.0 > 1.2)
+    assert sp.special_sets(cl, 0.2) == [[0, 1], [0, 2], [1, 3]]
+    assert sp.special_sets(cl, 100.0) == []  # a set holding every class has no dustbin: dropped
+    with pytest.raises(ValueError, match="overlap_ratio"):
+        sp.special_sets(cl, -0.1)
+
+
+def test_clusters_by_temperature_takes_the_smallest_t_without_an_oversized_cluster():
+    blocks = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    logits = torch.log(torch.as_tensor(_block_probs(blocks, 12, 2000, seed=1)))
+    t, cl, tried = sp.clusters_by_temperature(logits, 3, (1.0, 2.0, 5.0), max_share=1.0)
+    assert t == 1.0 and tried == {"1": [4, 4, 4]} and sorted(cl.clusters) == blocks  # 4 ≤ 1.0 · 12 / 3
+    # no T passes (4 > 0.5 · 12 / 3): every T is tried and the last one is used
+    t, cl, tried = sp.clusters_by_temperature(logits, 3, (1.0, 2.0, 5.0), max_share=0.5)
+    assert t == 5.0 and list(tried) == ["1", "2", "5"] and all(sum(v) == 12 for v in tried.values())
+    with pytest.raises(ValueError, match="temperatures"):
+        sp.clusters_by_temperature(logits, 3, ())
+
+
+def test_specialist_probs_shift_the_dustbin_logit():
+    z_g, z_m = torch.tensor([[1.0, 2.0, 0.0]], dtype=torch.float64), torch.tensor([[0.5, -1.0, 0.2]], dtype=torch.float64)
+    p_g, (p_m,) = sp.specialist_probs(z_g, [z_m], [math.log(3.0)])
+    e = np.exp([0.5, -1.0, 0.2])
+    e[2] *= 3.0  # the dustbin's odds against every special class ×3
+    assert p_g.dtype == p_m.dtype == torch.float64
+    np.testing.assert_allclose(p_m[0].numpy(), e / e.sum(), rtol=1e-12)
+    np.testing.assert_allclose(p_g[0].numpy(), np.exp([1.0, 2.0, 0.0]) / np.exp([1.0, 2.0, 0.0]).sum(), rtol=1e-12)
+    _, (raw,) = sp.specialist_probs(z_g, [z_m])
+    np.testing.assert_allclose(raw[0].numpy(), np.exp([0.5, -1.0, 0.2]) / np.exp([0.5, -1.0, 0.2]).sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="2 dustbin shifts for 1 specialists"):
+        sp.specialist_probs(z_g, [z_m], [1.0, 2.0])
+
+
+def test_combination_metrics_by_hand():
+    sets = [[0, 1], [2]]
+    p_g = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.1, 0.2], [0.1, 0.1, 0.6, 0.2], [0.1, 0.2, 0.4, 0.3]])
+    q = torch.tensor([[0.6, 0.2, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.3, 0.5], [0.1, 0.6, 0.1, 0.2]])
+    y = torch.tensor([0, 0, 2, 1])
+    m = sp.combination_metrics(p_g, q, y, sets)
+    assert (m["generalist_acc"], m["specialists_acc"], m["rel_gain"]) == (0.5, 0.75, 0.5)
+    # restricted to U = {0, 1, 2}: the generalist gets examples 0 and 2, the combination all four
+    assert (m["generalist_cond_acc"], m["specialists_cond_acc"]) == (0.5, 1.0)
+    assert (m["n_test"], m["fixed"], m["broken"], m["changed"]) == (4, 2, 1, 3)
+    # active (top-1 class 0, 1, 2, 2): set 0, set 0, set 1, set 1; the true class in an active set: examples 0, 1, 2
+    assert (m["share_with_active"], m["mean_active"], m["share_true_class_in_active"]) == (1.0, 1.0, 0.75)
+    assert m["mean_coverage"] == 1.0
+    assert [(r["covering"], r["examples"], r["delta_correct"]) for r in m["table4"]] == [(0, 0, 0), (1, 4, 1)]
+
+
+def test_pooled_gain_by_coverage_sums_runs_then_divides():
+    def row(c, n, b, w):
+        return {"covering": c, "label": str(c), "examples": n, "base_correct": b, "new_correct": w}
+
+    pooled = sp.pooled_gain_by_coverage([[row(0, 2, 1, 1), row(1, 3, 2, 3)], [row(2, 1, 0, 0), row(1, 1, 0, 1)]])
+    got = [(r["covering"], r["examples"], r["base_correct"], r["new_correct"], r["delta_correct"]) for r in pooled]
+    assert got == [(0, 2, 1, 1, 0), (1, 4, 2, 4, 2), (2, 1, 0, 0, 0)]
+    assert pooled[0]["relative_change"] == 0.0 and pooled[1]["relative_change"] == 1.0  # 2 / 2, not a mean of runs
+    assert math.isnan(pooled[2]["relative_change"])
+
+
+class _Lookup(torch.nn.Module):
+    """Fixed logits by example id (``x[:, 0]``)."""
+
+    def __init__(self, logits: list[list[float]]):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.logits[x[:, 0].long()]
+
+
+@pytest.mark.parametrize("val_label,rule", [(2, "prior"), (0, "paper")])
+def test_evaluate_combination_chooses_the_dustbin_rule_on_validation(val_label, rule):
+    """Classes 0–2, one specialist on S = {0, 1}; a quarter of the training labels special: shifts log 2 (paper),
+    log 3 (prior). Example 0: generalist [0.48, 0.05, 0.47] (top-1 class 0: the specialist is active), specialist
+    odds 2.5 : 0.1 : 1 before the shift. One active specialist: q_0 = (0.48 + p_0)/2, q_2 = (0.47 + p_dust)/2, so
+    class 0 wins with a shift of log 2 (p_0 − p_dust = 0.5/4.6) and class 2 with log 3 (−0.5/5.6). Example 1:
+    the generalist is sure of class 2 (no specialist active)."""
+    gen = _Lookup([np.log([0.48, 0.05, 0.47]).tolist(), np.log([0.1, 0.1, 0.8]).tolist()])
+    spec = _Lookup([np.log([2.5, 0.1, 1.0]).tolist()] * 2)
+    ids = torch.tensor([[0], [1]])
+    splits = Splits(TensorData(ids[[1, 1, 1, 0]], torch.tensor([0, 2, 2, 2])),
+                    TensorData(ids[:1], torch.tensor([val_label])), TensorData(ids, torch.tensor([2, 2])), 3, "toy")
+    out, q_train = sp.evaluate_combination(gen, [spec], [[0, 1]], splits)
+    assert out["special_fractions"] == [0.25] and out["rule"] == rule
+    assert out["shifts_by_rule"] == {"paper": [pytest.approx(math.log(2))], "prior": [pytest.approx(math.log(3))]}
+    assert out["val_acc_by_rule"] == {"paper": float(val_label == 0), "prior": float(val_label == 2)}
+    assert out["generalist_val_acc"] == float(val_label == 0)
+    # test: the chosen rule's combination fixes example 0 (true class 2) only with the prior shift
+    assert out["generalist_acc"] == 0.5 and out["specialists_acc"] == (1.0 if rule == "prior" else 0.5)
+    assert q_train.shape == (4, 3) and torch.allclose(q_train.sum(1), torch.ones(4, dtype=torch.float64))
+    # training ids 1, 1, 1, 0 labelled 0, 2, 2, 2: id 1 is class 2; id 0 is class 2 with the prior shift only
+    assert out["train_acc_combination"] == (0.75 if rule == "prior" else 0.5)

@@ -1,36 +1,85 @@
-"""The runs of :mod:`.hinton_specialists` that need more than a config — a specialist built from its generalist's
-weights, a student distilled from the generalist + specialists combination — as ``Job.fn`` functions for the
-pool (cached and resumable like :func:`~darkknowledge.engine.jobs.run_cached`), and the data/model loaders
-they share with the experiment."""
+"""The runs of :mod:`.hinton_specialists` and what is measured of them: the settings' types, the configs of every
+run (generalists, specialists — job kind ``"specialist"`` —, students distilled from the combination — job kind
+``"specialist-distilled"``; :mod:`.hinton_specialists_jobs`) and the evaluations of finished runs, cached in the
+generalist's ``eval.json`` (:func:`~darkknowledge.engine.jobs.cached_eval`) so that a fresh clone, which holds the
+records and these caches but no weights, re-renders the report without training.
+
+A stage reads what earlier stages found in ``ctx.details`` (per dataset: :func:`dataset_details`) and adds its own
+with :func:`with_dataset_field`."""
 
 from __future__ import annotations
 
-import functools
+import base64
+import dataclasses
 import hashlib
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+import numpy as np
+import torch
 
-from ..config import validate
-from ..specialists.teacher import SpecialistCombination
-from .runner import finished_record, run_cached
+from ..engine.jobs import Job, cached_eval, finished_record
+from ..engine.stages import Context
+from .hinton_specialists_jobs import (
+    DISTILLED,
+    SPECIALIST,
+    data_splits,
+    load_generalist,
+    load_specialist,
+    tensor_sha256,
+)
 
-# --------------------------------------------------------------------------- data and models
+__all__ = ["DataSettings", "Settings", "CLUSTER_TEMPERATURES", "EVAL_BATCH", "class_names", "run_dir", "generalist",
+           "specialist_jobs", "distilled_job", "dataset_details", "with_dataset_field", "clusters_eval",
+           "combination_eval", "covariance", "ensure_weights", "ensure_table"]
+
+#: candidate temperatures of the clustering (the smallest that gives no oversized cluster is used)
+CLUSTER_TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+#: evaluation batch: on this CPU small_cnn's fp32 forward runs ~5× faster in batches of 128–256 than of 2,000
+EVAL_BATCH = 256
+EVAL_VERSION = 1
 
 
-@functools.lru_cache(maxsize=4)
-def _splits_cached(data_json: str):
-    from ..config import DataConfig
-    from ..engine import prepare_data
+@dataclass(frozen=True)
+class DataSettings:
+    """One dataset's runs."""
 
-    return prepare_data(validate(json.loads(data_json), DataConfig))
+    key: str  # summary prefix: "cifar10" / "omniglot"
+    dataset: str
+    model_args: dict[str, Any]
+    epochs: int  # generalist and distilled student
+    spec_epochs: int
+    k: int
+    overlap: int = 0
+    overlap_ratio: float | None = None
+    batch_size: int = 128
+    lr: float = 0.05
+    spec_lr: float = 0.01
+    augment_shift: int = 0
+    val_size: int | float = 5000
+    fraction: float = 1.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    note: str = ""
 
 
-def data_splits(data: dict[str, Any]):
-    """The engine's splits of a config's ``data`` section (exactly what the generalist trained on), memoised."""
-    return _splits_cached(json.dumps(data, sort_keys=True))
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    seeds: int  # the default; details and provenance show the seeds a run used
+    data: tuple[DataSettings, ...]
+    temperatures: tuple[float, ...] = (1.0, 2.0)  # of the distilled-back student, chosen on validation (seed 0)
+    w_hard: float = 0.1
+    threads: int = 1
+    top_n: int = 1
+    cluster_temperatures: tuple[float, ...] = CLUSTER_TEMPERATURES
+    max_cluster_share: float = 2.0  # a cluster may hold at most this × C / K classes (the clustering-T rule)
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def class_names(dataset: str, data_dir: str | None) -> list[str]:
@@ -45,77 +94,169 @@ def class_names(dataset: str, data_dir: str | None) -> list[str]:
     raise KeyError(dataset)
 
 
-def _best(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["out_dir"]) / "best.safetensors"
+def _digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _load_generalist(gen_cfg: dict[str, Any]) -> nn.Module:
-    from ..models import load_model
-
-    path = _best(gen_cfg)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the generalist's weights are missing (the experiment retrains them "
-                                "before any specialist needs them; rerun it)")
-    return load_model(path).eval()
+# --------------------------------------------------------------------------- the runs (configs)
 
 
-def _load_specialist(generalist: nn.Module, spec_cfg: dict[str, Any], classes: list[int],
-                     shift: float | None = None) -> nn.Module:
-    """The trained specialist: the generalist's architecture with its output layer over ``classes`` + dustbin,
-    the weights selected on validation, and (``shift``) the dustbin bias correction."""
+def run_dir(ctx: Context, d: DataSettings, seed: int) -> Path:
+    return ctx.out / "runs" / d.key / f"seed{seed}"
+
+
+def _cfg(ctx: Context, d: DataSettings, name: str, seed: int, epochs: int, lr: float, out_dir: Path,
+         num_classes: int | None = None) -> dict[str, Any]:
+    args = dict(d.model_args)
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    return {"name": name, "seed": seed, "epochs": epochs, "batch_size": d.batch_size, "threads": ctx.settings.threads,
+            "eval_batch_size": EVAL_BATCH,
+            "model": {"name": "small_cnn", "args": args},
+            "data": {"dataset": d.dataset, "data_dir": ctx.data_dir, "val_size": d.val_size,
+                     "fraction": d.fraction, "augment_shift": d.augment_shift},
+            "optim": {"name": "sgd", "lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+                      "schedule": "cosine"},
+            "precision": d.precision, "channels_last": d.channels_last, "out_dir": str(out_dir)}
+
+
+def generalist(ctx: Context, d: DataSettings, seed: int) -> dict[str, Any]:
+    return _cfg(ctx, d, f"{d.key}-generalist", seed, d.epochs, d.lr, run_dir(ctx, d, seed) / "generalist")
+
+
+def dataset_details(ctx: Context, d: DataSettings) -> dict[str, Any]:
+    """What the stages so far found for dataset ``d`` (``details.json``'s ``datasets[d.key]``)."""
+    return ctx.details["datasets"][d.key]
+
+
+def with_dataset_field(ctx: Context, name: str, by_key: dict[str, Any]) -> dict[str, Any]:
+    """``details`` with the field ``name`` added to each dataset's entry (``by_key``: dataset key → value)."""
+    return {"datasets": {k: {**v, name: by_key[k]} for k, v in ctx.details["datasets"].items()}}
+
+
+def specialist_jobs(ctx: Context, d: DataSettings, seed: int) -> list[Job]:
+    """One ``"specialist"`` job per special set of ``seed``'s clusters."""
+    gen = generalist(ctx, d, seed)
+    jobs = []
+    for m, classes in enumerate(dataset_details(ctx, d)["clusters"][seed]["sets"]):
+        # the special classes are in the run's name, so a run of another clustering is never reused
+        cfg = _cfg(ctx, d, f"{d.key}-specialist{m}-{_digest(classes, 8)}", seed * 1000 + 100 + m, d.spec_epochs,
+                   d.spec_lr, run_dir(ctx, d, seed) / f"specialist{m}", num_classes=len(classes) + 1)
+        jobs.append(Job(cfg, {"generalist": gen, "classes": list(classes)}, kind=SPECIALIST))
+    return jobs
+
+
+def _table_path(ctx: Context, d: DataSettings, seed: int) -> Path:
+    return run_dir(ctx, d, seed) / "combination" / "q_train.safetensors"
+
+
+def distilled_job(ctx: Context, d: DataSettings, seed: int, t: float) -> Job:
+    """The student distilled from ``seed``'s combination at temperature ``t`` (job kind ``"specialist-distilled"``)."""
+    comb = dataset_details(ctx, d)["combination"][seed]
+    cfg = _cfg(ctx, d, f"{d.key}-distilled-T{t:g}-{comb['table_sha256'][:8]}", seed * 1000 + 500, d.epochs, d.lr,
+               run_dir(ctx, d, seed) / f"distilled_T{t:g}")
+    cfg["distill"] = {"teachers": [], "temperature": t, "w_soft": 1.0, "w_hard": ctx.settings.w_hard, "cache": False}
+    # a linear warm-up over the first epoch and clipping: without them a T = 2 student (the soft term is
+    # scaled by T²) died in its first epoch on 2 of 6 tries (stuck at chance, "soft term has not moved")
+    cfg["optim"].update({"warmup_epochs": 1.0, "grad_clip": 5.0})
+    kw = {"generalist": generalist(ctx, d, seed), "specialists": [j.config for j in specialist_jobs(ctx, d, seed)],
+          "classes": dataset_details(ctx, d)["clusters"][seed]["sets"], "shifts": comb["shifts"],
+          "table": str(_table_path(ctx, d, seed)), "table_sha256": comb["table_sha256"], "top_n": ctx.settings.top_n}
+    return Job(cfg, kw, kind=DISTILLED)
+
+
+def ensure_weights(ctx: Context, jobs: list[Job]) -> None:
+    """Make sure the weights of finished runs are on disk (a fresh clone holds the records only)."""
+    ctx.run([dataclasses.replace(j, need_weights=True) for j in jobs])
+
+
+# --------------------------------------------------------------------------- evaluations (cached in eval.json)
+
+
+def _pack(m: np.ndarray) -> dict[str, Any]:
+    """A matrix for the figure, int8-quantised and base64 (C² bytes), to keep eval.json small."""
+    scale = float(np.abs(m).max()) or 1.0
+    q8 = np.round(m / scale * 127).astype(np.int8)
+    return {"scale": scale / 127, "n": int(m.shape[0]), "int8_base64": base64.b64encode(q8.tobytes()).decode()}
+
+
+def covariance(clusters: dict[str, Any]) -> np.ndarray | None:
+    """The (quantised) covariance matrix stored with seed 0's clusters, or ``None``."""
+    cov = clusters.get("covariance")
+    if not cov:
+        return None
+    q8 = np.frombuffer(base64.b64decode(cov["int8_base64"]), dtype=np.int8).reshape(cov["n"], cov["n"])
+    return q8.astype(np.float64) * cov["scale"]
+
+
+def clusters_eval(ctx: Context, d: DataSettings, seed: int) -> dict[str, Any]:
+    """The generalist's distributions on the training set, the clustering temperature, the clusters and special
+    sets, and (seed 0) the covariance for the figure; cached in the generalist's ``eval.json``."""
+    from ..metrics import predict_logits
+    from ..specialists import clusters_by_temperature, special_sets
+
+    gen_cfg, s = generalist(ctx, d, seed), ctx.settings
+    key = f"clusters-{_digest([d.k, d.overlap, d.overlap_ratio, s.cluster_temperatures, s.max_cluster_share])}"
+
+    def compute() -> dict[str, Any]:
+        t0 = time.process_time()
+        ensure_weights(ctx, [Job(gen_cfg)])
+        splits = data_splits(gen_cfg["data"])
+        z = predict_logits(load_generalist(gen_cfg), splits.train.x, EVAL_BATCH).double()
+        t, cl, tried = clusters_by_temperature(z, d.k, s.cluster_temperatures, s.max_cluster_share, d.overlap, seed)
+        out = {"temperature": t, "sizes_by_temperature": tried, "own_cluster": cl.labels.tolist(),
+               "order": cl.order.tolist(), "sets": special_sets(cl, d.overlap_ratio),
+               "train_acc": float((z.argmax(1) == splits.train.y).double().mean()), "cpu_s": time.process_time() - t0}
+        if seed == 0:
+            out["covariance"] = _pack(cl.covariance)
+        return out
+
+    return cached_eval(gen_cfg["out_dir"], key, compute, version=EVAL_VERSION)
+
+
+def _combination(ctx: Context, d: DataSettings, seed: int) -> dict[str, Any]:
+    """Generalist + specialists on validation, test and training (:func:`~darkknowledge.specialists.
+    evaluate_combination`); ``q`` of the training set written to the table the distilled students learn from."""
+    from safetensors.torch import save
+
+    from ..specialists import evaluate_combination
+    from ..utils import atomic_write_bytes
+
+    t0 = time.process_time()
+    gen_cfg, jobs = generalist(ctx, d, seed), specialist_jobs(ctx, d, seed)
+    sets = [j.kwargs["classes"] for j in jobs]
+    ensure_weights(ctx, [Job(gen_cfg)] + jobs)
+    gen = load_generalist(gen_cfg)
+    specs = [load_specialist(gen, j.config, cl) for j, cl in zip(jobs, sets)]  # uncorrected: shifted outputs
+    out, q_train = evaluate_combination(gen, specs, sets, data_splits(gen_cfg["data"]), ctx.settings.top_n, EVAL_BATCH)
+    log_q = torch.log(q_train.clamp_min(1e-30)).float().contiguous()
+    path = _table_path(ctx, d, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"log_q": log_q}))
+    recs = [finished_record(j.config) or {} for j in jobs]
+    return {**out, "table_sha256": tensor_sha256(log_q),
+            "specialists": [{"classes": cl, "val_acc": r.get("final", {}).get("val", {}).get("accuracy"),
+                             "selected_epoch": r.get("final", {}).get("selected_epoch"),
+                             "test_acc_own_task": r.get("final", {}).get("test", {}).get("accuracy"),
+                             "train_examples": r.get("dataset", {}).get("train")} for cl, r in zip(sets, recs)],
+            "cpu_s": time.process_time() - t0}
+
+
+def combination_eval(ctx: Context, d: DataSettings, seed: int) -> dict[str, Any]:
+    """:func:`_combination`, cached in the generalist's ``eval.json`` and tied to the record of every specialist."""
+    shas = [hashlib.sha256((Path(j.out_dir) / "run.json").read_bytes()).hexdigest()
+            for j in specialist_jobs(ctx, d, seed)]
+    return cached_eval(generalist(ctx, d, seed)["out_dir"], f"combination-{_digest([shas, ctx.settings.top_n])}",
+                       lambda: _combination(ctx, d, seed), version=EVAL_VERSION)
+
+
+def ensure_table(ctx: Context, d: DataSettings, seed: int) -> None:
+    """Before a distilled student trains: its table and its teachers' weights (a fresh clone has records only)."""
     from safetensors.torch import load_file
 
-    from ..specialists import apply_dustbin_shift, make_specialist
-
-    spec = make_specialist(generalist, classes)
-    spec.load_state_dict(load_file(str(_best(spec_cfg))))
-    spec.eval()
-    if shift is not None:
-        apply_dustbin_shift(spec, shift)
-    return spec
-
-
-# --------------------------------------------------------------------------- job functions (run in pool workers)
-
-
-def train_specialist(config: dict[str, Any], progress: bool = False, need_weights: bool = False, *,
-                     generalist: dict[str, Any], classes: list[int]) -> dict[str, Any]:
-    """One specialist run (a ``Job.fn``): rebuilt from the generalist's config and the special classes, cached and
-    resumable like :func:`~darkknowledge.engine.jobs.run_cached`."""
-    from ..specialists import make_specialist, specialist_splits
-
-    cfg = validate(config)
-    rec = finished_record(cfg)
-    if rec is not None and (not need_weights or _best(config).exists()):
-        return rec
-    splits = data_splits(generalist["data"])
-    spec = make_specialist(_load_generalist(generalist), classes)
-    # named after the source dataset, so the record names a registered dataset (the classes are in the run's name)
-    ssplits = specialist_splits(splits, classes, seed=cfg.seed, name=splits.name)
-    return run_cached(cfg, splits=ssplits, student=spec, progress=progress, need_weights=need_weights)
-
-
-def train_distilled(config: dict[str, Any], progress: bool = False, need_weights: bool = False, *,
-                    generalist: dict[str, Any], specialists: list[dict[str, Any]], classes: list[list[int]],
-                    shifts: list[float], table: str, table_sha256: str, top_n: int = 1) -> dict[str, Any]:
-    """One network of the generalist's architecture distilled from the combination (a ``Job.fn``): the Eq. 5
-    distributions on the training set are read from ``table`` (checked against ``table_sha256``)."""
-    from safetensors.torch import load_file
-
-    cfg = validate(config)
-    rec = finished_record(cfg)
-    if rec is not None and (not need_weights or _best(config).exists()):
-        return rec
-    log_q = load_file(table)["log_q"]
-    if _tensor_sha(log_q) != table_sha256:
-        raise ValueError(f"{table}: the stored combination differs from the one this run was configured with")
-    gen = _load_generalist(generalist)
-    specs = [_load_specialist(gen, sc, cl, sh) for sc, cl, sh in zip(specialists, classes, shifts)]
-    teacher = SpecialistCombination(gen, specs, classes, top_n=top_n, table=log_q)
-    return run_cached(cfg, splits=data_splits(config["data"]), teacher=teacher, progress=progress,
-                      need_weights=need_weights)
-
-
-def _tensor_sha(t: Tensor) -> str:
-    t = t.detach().contiguous().cpu()
-    return hashlib.sha256(str((tuple(t.shape), str(t.dtype))).encode() + t.numpy().tobytes()).hexdigest()
+    comb, path = dataset_details(ctx, d)["combination"][seed], _table_path(ctx, d, seed)
+    if not (path.exists() and tensor_sha256(load_file(str(path))["log_q"]) == comb["table_sha256"]):
+        if _combination(ctx, d, seed)["table_sha256"] != comb["table_sha256"]:
+            raise RuntimeError(f"{path}: the recomputed combination differs from the cached one; delete the "
+                               f"'combination-*' entries of {generalist(ctx, d, seed)['out_dir']}/eval.json and rerun")
+    ensure_weights(ctx, [Job(generalist(ctx, d, seed))] + specialist_jobs(ctx, d, seed))

@@ -16,12 +16,13 @@ nearest to its column (spec §6.1 claim 7 suggests the 2 nearest clusters, i.e. 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
 
-__all__ = ["Clustering", "prediction_covariance", "confusable_clusters"]
+__all__ = ["Clustering", "prediction_covariance", "confusable_clusters", "special_sets", "clusters_by_temperature"]
 
 
 @dataclass
@@ -100,3 +101,47 @@ def confusable_clusters(probs: Tensor | np.ndarray, k: int, overlap: int = 0, se
                       "empty dustbin (make_specialist refuses it); use less overlap or more clusters", stacklevel=2)
     order = np.lexsort((dist[np.arange(c), labels], labels))
     return Clustering([sorted(m) for m in members], labels, cov, centers, dist, order)
+
+
+def special_sets(clustering: Clustering, overlap_ratio: float | None = None) -> list[list[int]]:
+    """The special sets of a clustering: its ``clusters`` or, with ``overlap_ratio = r``, for every cluster ``j``
+    the classes ``c`` whose covariance column is at most ``1 + r`` times as far from centre ``j`` as from their
+    own centre, ``d(c, j) ≤ (1 + r) · d(c, own(c))`` — so, unlike ``overlap=``, the number of specialists covering
+    a class varies between classes, as in the paper's Table 4. Sets holding every class (a specialist needs a
+    non-empty dustbin) or none are dropped."""
+    if overlap_ratio is None:
+        sets = [list(map(int, c)) for c in clustering.clusters]
+    else:
+        if overlap_ratio < 0:
+            raise ValueError(f"overlap_ratio must be >= 0, got {overlap_ratio}")
+        dist = clustering.distances
+        own = dist[np.arange(dist.shape[0]), clustering.labels]
+        inside = dist <= own[:, None] * (1 + overlap_ratio) + 1e-12
+        sets = [np.flatnonzero(inside[:, j]).tolist() for j in range(inside.shape[1])]
+    n_cls = len(clustering.labels)
+    return [s for s in sets if 0 < len(s) < n_cls]
+
+
+def clusters_by_temperature(logits: Tensor, k: int, temperatures: Sequence[float], max_share: float = 2.0,
+                            overlap: int = 0, seed: int = 0) -> tuple[float, Clustering, dict[str, list[int]]]:
+    """:func:`confusable_clusters` of ``softmax(logits / T)`` at the smallest ``T`` of ``temperatures`` for which no
+    own cluster holds more than ``max_share · C / k`` classes (the last ``T`` if none does). A label-free rule: a
+    confident generalist's ``T = 1`` distributions give one giant cluster plus singletons (the covariance columns
+    are dominated by their diagonal). Returns ``(T, clustering, {f"{T:g}": own-cluster sizes, largest first})``
+    for every ``T`` tried."""
+    import torch
+
+    if not temperatures:
+        raise ValueError("temperatures must not be empty")
+    z = logits.double()
+    n_cls = z.shape[1]
+    tried: dict[str, list[int]] = {}
+    for t in temperatures:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cl = confusable_clusters(torch.softmax(z / t, 1), k, overlap=overlap, seed=seed)
+        sizes = np.bincount(cl.labels, minlength=len(cl.clusters)).tolist()
+        tried[f"{t:g}"] = sorted(sizes, reverse=True)
+        if max(sizes) <= max_share * n_cls / k:
+            break
+    return float(t), cl, tried

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["membership_matrix", "active_specialists", "combine", "combine_objective", "combine_reference"]
+__all__ = ["membership_matrix", "active_specialists", "specialist_probs", "combine", "combine_objective",
+           "combine_reference"]
 
 Memberships = Tensor | Sequence[Sequence[int]]
 
@@ -85,6 +86,22 @@ def active_specialists(p_g: Tensor, memberships: Memberships, top_n: int = 1) ->
         raise ValueError(f"top_n must be in 1..{p_g.shape[1]}, got {top_n}")
     top = p_g.topk(top_n, dim=1).indices  # [B, n]
     return mb[:, top].any(dim=2).T.contiguous()
+
+
+def specialist_probs(z_g: Tensor, z_specs: Sequence[Tensor], shifts: Sequence[float] | None = None
+                     ) -> tuple[Tensor, list[Tensor]]:
+    """The inputs of :func:`combine` from logits: ``p^g = softmax(z_g)`` and ``p^m = softmax(z_m + shift_m e_dust)``
+    in float64, ``shifts[m]`` added to specialist ``m``'s dustbin (last) logit — the dustbin bias correction of
+    :func:`~.data.dustbin_shift` applied to outputs (default: none)."""
+    from .data import shift_dustbin_logits
+
+    if shifts is not None and len(shifts) != len(z_specs):
+        raise ValueError(f"{len(shifts)} dustbin shifts for {len(z_specs)} specialists")
+    p_g = torch.softmax(z_g.double(), 1)
+    zs = [z.double() for z in z_specs]
+    if shifts is not None:
+        zs = [shift_dustbin_logits(z, sh) for z, sh in zip(zs, shifts)]
+    return p_g, [torch.softmax(z, 1) for z in zs]
 
 
 def _check(p_g: Tensor, p_specs: Sequence[Tensor], lists: list[Tensor]) -> None:

@@ -5,7 +5,9 @@
   classes, and restricting our predictions to that subset of classes" ("Conditional test accuracy",
   Table 3; spec §4.4).
 * :func:`gain_by_coverage`: the change in top-1 correct examples grouped by how many specialists cover
-  the true class (Table 4).
+  the true class (Table 4); :func:`pooled_gain_by_coverage`: its rows summed over runs (seeds).
+* :func:`combination_metrics`: all of these for a generalist and its combination with the specialists, and
+  what an active set (n = ``top_n``) can fix.
 
 ``probs`` may be probabilities or logits ``[N, C]`` (only the argmax is used; ties go to the lowest
 class id); class subsets are lists of class ids or an ``[M, C]`` boolean membership matrix.
@@ -19,9 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .combine import membership_matrix
+from .combine import active_specialists, membership_matrix
 
-__all__ = ["accuracy", "covered_classes", "coverage_counts", "conditional_accuracy", "gain_by_coverage"]
+__all__ = ["accuracy", "covered_classes", "coverage_counts", "conditional_accuracy", "gain_by_coverage",
+           "pooled_gain_by_coverage", "combination_metrics"]
 
 
 def _pair(probs: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,3 +101,53 @@ def gain_by_coverage(base_probs: Tensor, new_probs: Tensor, y: Tensor,
             "base_accuracy": b / cnt if cnt else float("nan"), "new_accuracy": w / cnt if cnt else float("nan"),
         })
     return rows
+
+
+def pooled_gain_by_coverage(rows_by_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Table 4 rows of several runs (e.g. seeds) summed by ``covering``: ``examples``, ``base_correct``,
+    ``new_correct``, then ``delta_correct`` and ``relative_change = delta_correct / base_correct`` (``nan`` when
+    the base gets none right) of the sums, ordered by ``covering``."""
+    acc: dict[int, dict[str, Any]] = {}
+    for rows in rows_by_run:
+        for r in rows:
+            a = acc.setdefault(r["covering"], {"covering": r["covering"], "label": r["label"], "examples": 0,
+                                               "base_correct": 0, "new_correct": 0})
+            for k in ("examples", "base_correct", "new_correct"):
+                a[k] += r[k]
+    out = []
+    for k in sorted(acc):
+        a = acc[k]
+        a["delta_correct"] = a["new_correct"] - a["base_correct"]
+        a["relative_change"] = a["delta_correct"] / a["base_correct"] if a["base_correct"] else float("nan")
+        out.append(a)
+    return out
+
+
+def combination_metrics(p_g: Tensor, q: Tensor, y: Tensor, memberships: Tensor | Sequence[Sequence[int]],
+                        top_n: int = 1) -> dict[str, Any]:
+    """The generalist ``p_g`` and the combination ``q`` (Eq. 5) on labelled examples ``y``: ``generalist_acc``,
+    ``specialists_acc``, ``rel_gain = (specialists_acc − generalist_acc) / generalist_acc`` (Table 3's relative
+    gain), both conditional accuracies, ``table4`` (:func:`gain_by_coverage`), ``n_test`` (examples), ``fixed`` /
+    ``broken`` (top-1 wrong → right / right → wrong), ``changed`` (top-1 differs), ``share_with_active``
+    (examples with an active specialist, n = ``top_n``), ``share_true_class_in_active`` (examples whose true
+    class an active specialist covers: the only ones the combination can fix), ``mean_active`` and
+    ``mean_coverage`` (specialists covering the true class), per example."""
+    p_g, y = _pair(p_g, y)
+    q, _ = _pair(q, y)
+    g_acc, s_acc = accuracy(p_g, y), accuracy(q, y)
+    act = active_specialists(p_g, memberships, top_n)
+    mb = membership_matrix(memberships, p_g.shape[1]).to(y.device)
+    g_ok, s_ok = p_g.argmax(1) == y, q.argmax(1) == y
+    return {
+        "generalist_acc": g_acc, "specialists_acc": s_acc,
+        "rel_gain": (s_acc - g_acc) / g_acc if g_acc else float("nan"),
+        "generalist_cond_acc": conditional_accuracy(p_g, y, memberships),
+        "specialists_cond_acc": conditional_accuracy(q, y, memberships),
+        "table4": gain_by_coverage(p_g, q, y, memberships),
+        "n_test": int(len(y)), "fixed": int((~g_ok & s_ok).sum()), "broken": int((g_ok & ~s_ok).sum()),
+        "changed": int((p_g.argmax(1) != q.argmax(1)).sum()),
+        "share_with_active": float(act.any(1).double().mean()),
+        "share_true_class_in_active": float((act & mb[:, y].T).any(1).double().mean()),
+        "mean_active": float(act.sum(1).double().mean()),
+        "mean_coverage": float(coverage_counts(y, memberships, p_g.shape[1]).double().mean()),
+    }

@@ -13,10 +13,6 @@ from ..teachers import Teacher, freeze
 __all__ = ["SpecialistCombination"]
 
 
-def _probs(logits: Tensor) -> Tensor:
-    return torch.softmax(logits.double(), 1)
-
-
 class SpecialistCombination(Teacher):
     """A generalist and its specialists as one teacher: the Eq. 5 distribution ``q`` (returned as ``log q``,
     a logit vector) of the generalist and the active specialists (its ``top_n`` classes).
@@ -46,10 +42,9 @@ class SpecialistCombination(Teacher):
         return self._memo[key].to(x.device)
 
     def _combined(self, x: Tensor) -> Tensor:
-        from .combine import combine
+        from .combine import combine, specialist_probs
 
-        p_g = _probs(self.generalist(x))
-        p_s = [_probs(s(x)) for s in self.specialists]
+        p_g, p_s = specialist_probs(self.generalist(x), [s(x) for s in self.specialists])
         return combine(p_g, p_s, self.classes, top_n=self.top_n)
 
     def member_logits(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
