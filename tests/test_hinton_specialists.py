@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from darkknowledge.config import TrainConfig
 from darkknowledge.experiments import get_experiment, list_experiments
 from darkknowledge.experiments.hinton_specialists import PAPER, SUMMARY_SUFFIXES, settings_for, summary_keys
 from darkknowledge.experiments.hinton_specialists_jobs import data_splits
@@ -79,7 +80,7 @@ def check_results(out: Path, summary: dict) -> None:
             assert summary[f"{key}_distilled_back_acc"]["values"][seed] == pytest.approx(
                 drec["final"]["test"]["accuracy"], abs=1e-12)
             assert drec["final"]["teacher_test"]["accuracy"] == pytest.approx(comb["specialists_acc"], abs=1e-6)
-            assert drec["config"]["method_args"]["temperature"] == t
+            assert TrainConfig.model_validate(drec["config"]).method_args["temperature"] == t  # records of either form
         # T chosen on seed 0's validation accuracy
         vals = {float(t): r["val_acc"] for t, r in d["distilled"]["by_T_seed0"].items()}
         assert d["distilled"]["best_T"] == max(vals, key=lambda t: (vals[t], -t))
