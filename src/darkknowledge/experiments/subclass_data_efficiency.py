@@ -24,21 +24,8 @@ from ..engine.jobs import Job
 from ..engine.stages import Context, Experiment, Outcome, Stage
 from ..report import Results, markdown_table, render, summarize
 from . import register_experiment
-from .subclass_common import (
-    fmt_pm,
-    mnist_2x5_splits,
-    mnist_job,
-    mnist_settings,
-    mnist_teacher_dir,
-    mnist_teacher_job,
-    pct,
-    run_provenance,
-    runs_dir,
-    stage_times,
-    student_cfgs,
-    teacher_file,
-    template,
-)
+from . import subclass_common as sc
+from .subclass_common import fmt_pm, pct
 from .subclass_figures import data_efficiency_figure
 
 NAME = "subclass-data-efficiency"
@@ -56,7 +43,7 @@ __all__ = ["EXPERIMENT", "NAME", "PERCENTS", "METHODS", "EPOCHS", "SUMMARY_KEYS"
 
 
 def teacher_runs(ctx: Context) -> Path:
-    return mnist_teacher_dir(ctx.out, ctx.quick)
+    return sc.mnist_teacher_dir(ctx.out, ctx.quick)
 
 
 def epochs(ctx: Context) -> dict[int, int]:
@@ -65,20 +52,20 @@ def epochs(ctx: Context) -> dict[int, int]:
 
 def n_train(ctx: Context, p: int) -> int:
     """The number of training images a student on ``p`` % of the transfer set sees."""
-    return max(1, round(p / 100 * len(mnist_2x5_splits(ctx.data_dir, ctx.quick)[0].train)))
+    return max(1, round(p / 100 * len(sc.mnist_2x5_splits(ctx.data_dir, ctx.quick)[0].train)))
 
 
 def teachers(ctx: Context) -> list[Job]:
-    return [mnist_teacher_job(ctx, teacher_runs(ctx), s) for s in ctx.seeds]
+    return [sc.mnist_teacher_job(ctx, teacher_runs(ctx), s) for s in ctx.seeds]
 
 
 def students(ctx: Context, p: int, seed: int, teacher: Job) -> dict[str, Job]:
     """The students on a seeded ``p`` % subset (drawn per seed, shared by the three methods)."""
-    cfgs = student_cfgs(ctx.settings, runs_dir(ctx), teacher_file(teacher), seed, suffix=f"_{p}pct",
+    cfgs = sc.student_cfgs(ctx.settings, sc.runs_dir(ctx), sc.teacher_file(teacher), seed, suffix=f"_{p}pct",
                         epochs=epochs(ctx)[p], which=METHODS)
     for cfg in cfgs.values():
         cfg["data"]["fraction"] = p / 100
-    return {m: mnist_job(ctx, cfg, subset=(n_train(ctx, p), 1000 * seed + p)) for m, cfg in cfgs.items()}
+    return {m: sc.mnist_job(ctx, cfg, subset=(n_train(ctx, p), 1000 * seed + p)) for m, cfg in cfgs.items()}
 
 
 def teacher_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
@@ -130,21 +117,21 @@ def report(ctx: Context, summary: dict[str, Any], prov: dict[str, Any]) -> str:
     table = markdown_table(["transfer set", "labels only (scratch)", "conventional", "subclass",
                             "subclass − scratch", "subclass − conventional"], rows)
     gaps = [summary[f"subclass_minus_conventional_{p}pct"]["mean"] for p in PERCENTS]  # 1, 5, 25 %
-    sec = template(NAME.replace("-", "_"))
+    sec = sc.template(NAME.replace("-", "_"))
     verdict = sec["verdict_holds" if gaps[0] > gaps[1] > gaps[2] else
                   "verdict_partly" if gaps[0] > gaps[2] else "verdict_not"]
     return render(sec[""], name=NAME, quick_note=sec["quick_note"] if ctx.quick else "",
                   teacher_acc=fmt_pm(summary["teacher_acc"]), n_seeds=len(ctx.seeds), table=table,
                   gap_txt=", ".join(f"{p}%: {g:+.2f}" for p, g in zip(PERCENTS, gaps)), verdict=verdict, epochs=ep,
-                  seeds=ctx.seeds, prov=prov, stages=stage_times(prov),
+                  seeds=ctx.seeds, prov=prov, stages=sc.stage_times(prov),
                   run_min=prov["run_wall_time_total_s"] / 60, runs="runs-quick" if ctx.quick else "runs")
 
 
 EXPERIMENT = register_experiment(Experiment(
-    NAME, settings=mnist_settings, default_seeds=lambda st: 3,
+    NAME, settings=sc.mnist_settings, default_seeds=lambda st: 3,
     stages=[Stage("teacher", teachers, teacher_numbers),
             Stage("students", student_jobs, student_numbers, needs=("teacher",))],
     summary_keys=ALL_KEYS, report=report, figures=figures,
-    extra_provenance=lambda ctx: run_provenance(
+    extra_provenance=lambda ctx: sc.run_provenance(
         ctx, epochs_per_percent=epochs(ctx), train_examples_per_percent={p: n_train(ctx, p) for p in PERCENTS},
         teacher_runs=str(teacher_runs(ctx)))))
