@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import darkknowledge.engine.jobs as runner
-from darkknowledge.experiments.runner import cached_eval, finished_record, run_cached
+from darkknowledge.engine.jobs import cached_eval, finished_record, run_cached
 from darkknowledge.models import read_model_meta
 
 

@@ -198,8 +198,6 @@ class Job:
     config: dict[str, Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     need_weights: bool = False
-    #: LEGACY, to be removed when hinton-specialists is on registered kinds: ``"package.module:function"``
-    fn: str | None = None
     kind: str = TRAIN
     module: str | None = None
 
@@ -228,10 +226,6 @@ def _kind_fn(job: Job) -> Callable[..., dict[str, Any]]:
 
 def run_job(job: Job, progress: bool = False) -> dict[str, Any]:
     """Run one job (in a worker or here) and return its run record."""
-    if job.fn is not None:  # LEGACY import string, see Job.fn
-        mod, _, name = job.fn.partition(":")
-        return getattr(importlib.import_module(mod), name)(job.config, progress=progress,
-                                                          need_weights=job.need_weights, **job.kwargs)
     if job.kind != TRAIN:
         return _kind_fn(job)(job.config, progress=progress, need_weights=job.need_weights, **job.kwargs)
     return run_cached(job.config, progress=progress, need_weights=job.need_weights, **job.kwargs)

@@ -4,14 +4,10 @@
 :class:`~darkknowledge.engine.stages.Experiment` (settings, stages, report template) registered with
 ``register_experiment(Experiment(...))`` and run by :func:`~darkknowledge.engine.stages.run_experiment`; it
 writes ``results/<name>/summary.json`` (metric → mean/std/n/values), its run records and ``report.md``.
-
-LEGACY (to be removed once every experiment is an ``Experiment``): ``@register_experiment(name)`` on a
-``run(out, data_dir, quick, ...)`` function, wrapped in :class:`~darkknowledge.report.preserve_results`.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 from collections.abc import Callable
@@ -29,18 +25,10 @@ _MODULES = {"demo": ".demo", "demo-digits": ".demo", "hinton-mnist": ".hinton_mn
             "subclass-ablation": ".subclass_ablation"}
 
 
-def register_experiment(exp: Any, module: str | None = None) -> Any:
-    """``register_experiment(Experiment(...))`` registers and returns it; LEGACY: ``register_experiment(name)``
-    is a decorator for a ``run`` function."""
-    if not isinstance(exp, str):
-        _EXPERIMENTS[exp.name] = exp
-        return exp
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _EXPERIMENTS[exp] = fn
-        return fn
-
-    return deco
+def register_experiment(exp: Any) -> Any:
+    """``register_experiment(Experiment(...))``: register the experiment under its name and return it."""
+    _EXPERIMENTS[exp.name] = exp
+    return exp
 
 
 def list_experiments() -> list[str]:
@@ -65,23 +53,9 @@ def _runner(exp: Any) -> Callable[..., Any]:
 
 
 def get_experiment(name: str) -> Callable[..., Any]:
-    """The experiment's ``run`` function. A legacy ``run`` is wrapped so that a failing run leaves its results
-    folder's summary, report and figures as they were (:class:`~darkknowledge.report.preserve_results`)."""
+    """The experiment's ``run(out, data_dir, quick, [seeds], [only], progress, [pool])`` function."""
     if name not in _EXPERIMENTS and name in _MODULES:
         importlib.import_module(_MODULES[name], __name__)
     if name not in _EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")
-    fn = _EXPERIMENTS[name]
-    if not callable(fn):
-        return _runner(fn)
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        from ..report import preserve_results
-
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-        bound.apply_defaults()
-        with preserve_results(bound.arguments["out"]):
-            return fn(*args, **kwargs)
-
-    return run
+    return _runner(_EXPERIMENTS[name])

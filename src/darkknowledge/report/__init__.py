@@ -9,7 +9,9 @@ An experiment emits ``summary`` (metric → values; :func:`summarize` makes the 
 * :mod:`.figures`    — :func:`pyplot` (Agg, one style) and :func:`save_figure` (atomic);
 * :mod:`.provenance` — :func:`provenance` (command, commit, seeds, wall time, machine);
 * :mod:`.results`    — :class:`Results`: top-level files staged, then swapped in; provenance carried over
-  when a re-render changes nothing.
+  when a re-render changes nothing;
+* :mod:`.sections`   — report prose as package-data templates cut into named sections; :mod:`.scalars`,
+  :mod:`.claims` — small number and sentence formatters shared by the reports.
 
 This package imports nothing of the engine or the experiments (the stage runner, :mod:`darkknowledge.engine.
 stages`, calls it).
@@ -18,11 +20,9 @@ stages`, calls it).
 from .figures import pyplot, save_figure
 from .numbers import count, fmt, is_entry, pct, summarize
 from .provenance import provenance
-from .results import Results, load_summary, preserve_results, write_report, write_summary
+from .results import Results, load_summary
 from .tables import Vs, markdown_table, paper_table
 from .template import SummaryView, render
 
 __all__ = ["summarize", "fmt", "pct", "count", "is_entry", "markdown_table", "Vs", "paper_table", "render",
-           "SummaryView", "pyplot", "save_figure", "provenance", "Results", "load_summary",
-           # legacy, to be removed once every experiment writes through Results:
-           "write_summary", "write_report", "preserve_results"]
+           "SummaryView", "pyplot", "save_figure", "provenance", "Results", "load_summary"]

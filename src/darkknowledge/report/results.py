@@ -25,14 +25,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .numbers import summarize
+from ..utils import atomic_write_json, atomic_write_text
 
-__all__ = ["Results", "load_summary", "preserve_results", "write_summary", "write_report"]
+__all__ = ["Results", "load_summary"]
 
 STAGING = ".staging"
 
@@ -108,63 +107,3 @@ class Results:
 
 def load_summary(results_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(results_dir) / "summary.json").read_text())
-
-
-# --------------------------------------------------------------------------- legacy (to be removed)
-# The experiments not yet on engine.stages write their top-level files directly; these helpers and
-# ``preserve_results`` (backup/restore around the whole run) go once they are migrated onto Results.
-
-
-def write_summary(results_dir: str | os.PathLike, values: dict[str, Sequence[float]]) -> dict[str, Any]:
-    """Legacy (to be removed): ``summary.json`` written in place; new code uses :class:`Results`."""
-    summary = summarize(values)
-    atomic_write_json(Path(results_dir) / "summary.json", summary)
-    return summary
-
-
-def write_report(results_dir: str | os.PathLike, text: str) -> Path:
-    """Legacy (to be removed): ``report.md`` written in place; new code uses :meth:`Results.commit`."""
-    p = Path(results_dir) / "report.md"
-    atomic_write_text(p, text)
-    return p
-
-
-class preserve_results:  # noqa: N801 (a context manager used like a function)
-    """Legacy (to be removed once every experiment writes through :class:`Results`).
-
-    ``with preserve_results(out): ...`` — if the body fails (an exception or Ctrl-C), the top-level files
-    of ``out`` are put back as they were and files it added there are removed. A copy of those files sits in
-    ``out/.previous/`` while the body runs, so a process killed outright (SIGKILL) is undone the same way by
-    the next ``preserve_results`` on ``out``. Run folders below ``out`` are left alone."""
-
-    def __init__(self, out: str | os.PathLike):
-        self.out = Path(out)
-        self.backup = self.out / ".previous"
-
-    def __enter__(self) -> preserve_results:
-        if (self.backup / "COMPLETE").exists():  # a run killed before it could finish or undo its writes
-            self._restore({p.name: p.read_bytes() for p in self.backup.iterdir() if p.name != "COMPLETE"})
-        shutil.rmtree(self.backup, ignore_errors=True)
-        self.existed = self.out.is_dir()
-        self.saved = {p.name: p.read_bytes() for p in self.out.iterdir() if p.is_file()} if self.existed else {}
-        if self.existed:
-            self.backup.mkdir()
-            for name, data in self.saved.items():
-                (self.backup / name).write_bytes(data)
-            (self.backup / "COMPLETE").write_bytes(b"")  # the copy is whole: only now may it be restored
-        return self
-
-    def _restore(self, saved: dict[str, bytes]) -> None:
-        for p in self.out.iterdir():
-            if p.is_file() and p.name not in saved:
-                p.unlink()
-        for name, data in saved.items():
-            if not (self.out / name).is_file() or (self.out / name).read_bytes() != data:
-                atomic_write_bytes(self.out / name, data)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self.out.is_dir():
-            self._restore(self.saved)
-            if not self.existed and not any(self.out.iterdir()):
-                self.out.rmdir()
-        shutil.rmtree(self.backup, ignore_errors=True)
