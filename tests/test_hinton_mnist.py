@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from darkknowledge.data import load_dataset
-from darkknowledge.experiments import get_experiment, list_experiments
+from darkknowledge.experiments import get_experiment
 from darkknowledge.experiments.hinton_mnist import PAPER, STAGES, apply_bias_shift, best_bias_shift, summary_keys
 from darkknowledge.models import load_model
 from darkknowledge.report import fmt
-
-
-def test_registered():
-    assert "hinton-mnist" in list_experiments()
-    assert callable(get_experiment("hinton-mnist"))
 
 
 def test_summary_keys_spelling():

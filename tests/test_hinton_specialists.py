@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from darkknowledge.config import TrainConfig
-from darkknowledge.experiments import get_experiment, list_experiments
+from darkknowledge.experiments import get_experiment
 from darkknowledge.experiments.hinton_specialists import PAPER, SUMMARY_SUFFIXES, settings_for, summary_keys
 from darkknowledge.experiments.hinton_specialists_jobs import data_splits
 from darkknowledge.specialists import SpecialistCombination
@@ -31,10 +31,6 @@ def quick(tmp_path_factory):
     summary = get_experiment("hinton-specialists")(out=out, data_dir=DATA, quick=True, progress=False,
                                                    pool={"workers": 2})
     return out, summary
-
-
-def test_registered():
-    assert "hinton-specialists" in list_experiments()
 
 
 def check_results(out: Path, summary: dict) -> None:

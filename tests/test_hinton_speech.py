@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darkknowledge.experiments import get_experiment, list_experiments
+from darkknowledge.experiments import get_experiment
 from darkknowledge.experiments.hinton_speech import PAPER, SUMMARY_KEYS, speech_eval
 
 
@@ -25,10 +25,6 @@ def quick(tmp_path_factory):
     summary = get_experiment("hinton-speech")(out=out, data_dir=data_dir, quick=True, progress=False,
                                               pool={"workers": 2})
     return out, data_dir, summary
-
-
-def test_registered():
-    assert "hinton-speech" in list_experiments()
 
 
 @pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)

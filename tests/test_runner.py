@@ -18,6 +18,8 @@ import darkknowledge.engine.jobs as runner
 from darkknowledge.engine.jobs import cached_eval, finished_record, run_cached
 from darkknowledge.models import read_model_meta
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _cfg(out: Path, epochs: int = 3) -> dict:
     return {"name": "digits_tiny", "seed": 0, "epochs": epochs, "batch_size": 64, "threads": 1,
@@ -145,3 +147,26 @@ def test_cached_eval_version_bump_recomputes(tmp_path):
     cache["k"] = {"run_sha256": cache["k"]["run_sha256"], "value": {"v": 0}}
     (out / "eval.json").write_text(json.dumps(cache))
     assert cached_eval(out, "k", lambda: {"v": 9}) == {"v": 0}
+
+
+def test_every_registered_experiment_has_its_committed_results(capsys):
+    """The registry, the lazy name → module map, the CLI's list and the committed results agree: each name
+    resolves to an Experiment of that name whose committed summary holds exactly its declared keys (fails when a
+    module registers under another name, a name is dropped from the map, or a summary key is renamed)."""
+    import json
+
+    from darkknowledge.cli import main
+    from darkknowledge.experiments import _EXPERIMENTS, _MODULES, get_experiment, list_experiments
+
+    names = list_experiments()
+    assert names == sorted(_MODULES)
+    assert main(["reproduce", "--list"]) == 0
+    assert capsys.readouterr().out.split() == ["experiments:", *names]
+    for name in names:
+        get_experiment(name)
+        exp = _EXPERIMENTS[name]
+        assert exp.name == name
+        summary = json.loads((REPO / "results" / name / "summary.json").read_text())
+        assert summary, name
+        if exp.summary_keys is not None:  # only declared keys, in the declared order
+            assert list(summary) == [k for k in exp.summary_keys if k in summary], name
