@@ -62,6 +62,7 @@ def test_unknown_stage_is_an_error(tmp_path):
         get_experiment("hinton-mnist")(out=tmp_path, quick=True, only="nope", progress=False)
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_quick_suite_end_to_end_and_resume(shared_data, tmp_path):
     run = get_experiment("hinton-mnist")
     out = tmp_path / "hm"

@@ -88,6 +88,7 @@ def check_results(out: Path, summary: dict) -> None:
     assert json.loads((out / "provenance.json").read_text())["seeds"] == list(range(s["seeds"]))
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_quick_summary_is_consistent_with_its_records(quick):
     out, summary = quick
     check_results(out, summary)
@@ -117,6 +118,7 @@ def test_committed_results_match_their_records():
     check_results(res, json.loads((res / "summary.json").read_text()))
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_combination_recomputed_from_the_weights(quick):
     """Generalist + specialists rebuilt from their files (through the experiment's configs and the job kinds'
     loaders) and combined live reproduce the summary's accuracy."""
@@ -152,6 +154,7 @@ def _no_training(monkeypatch):
     monkeypatch.setattr(jobs, "train", boom)
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_rerun_reuses_every_run(quick, monkeypatch):
     out, summary = quick
     _no_training(monkeypatch)
@@ -159,6 +162,7 @@ def test_rerun_reuses_every_run(quick, monkeypatch):
     assert again == summary
 
 
+@pytest.mark.slow  # end-to-end tier: the quick reproduction (minutes)
 def test_rerun_without_weights(quick, monkeypatch):
     """A fresh clone holds the records and evaluations, never weights or tables: the report still re-renders.
     (Deletes the weights of the shared quick run: keep this the last test that uses it.)"""

@@ -145,6 +145,7 @@ def test_the_readme_yaml_example_trains(subset, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"]["name"] == "my-digits"
 
 
+@pytest.mark.slow  # end-to-end tier: CLI subprocesses that train
 def test_a_model_named_by_import_path_trains_and_reloads_from_the_cli(tmp_path):
     """`model: {name: "mymodels:TinyNet"}`: the CLI builds the user's class, and `evaluate` rebuilds it from
     the saved file (which records the import path and arguments)."""
