@@ -116,15 +116,19 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
         if ckpt_path.exists() and not resume:  # another process started this run meanwhile
             raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
                                  "out_dir")
-        method = _build_method(cfg, model, teacher, train_data.x, out, w).to(device)
+        # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
+        # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
+        batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
+        method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher, train_data.x,
+                               out, w).to(device)
         run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha, resume, w,
-                     track_train, track_test)
+                     batches, track_train, track_test)
         return _loop(run, builtin_callbacks(run, progress) + callbacks)
 
 
 def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
            method: Method, teacher: Teacher | None, teacher_sha: list[str], resume: bool, w: dd.World,
-           track_train: bool, track_test: bool) -> Run:
+           eval_batches: tuple[int, int], track_train: bool, track_test: bool) -> Run:
     """Optimiser, schedule and augmentation generator — restored from the checkpoint on a resume."""
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     opt = build_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
@@ -135,9 +139,8 @@ def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: 
         st = restore(load_checkpoint(out / "checkpoint.pt", cfg, teacher_sha, w.size), model, method, opt, sched,
                      aug_gen, w.rank)
         log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
-    x = splits.train.x[:1].to(module_device(model))
     run = Run(cfg, out, splits, model, spec, method, teacher, teacher_sha, w, opt, sched, aug_gen, st,
-              eval_batch_size(cfg, model, x), eval_batch_size(cfg, teacher, x), track_train, track_test)
+              *eval_batches, track_train, track_test)
     if w.main:  # rank 0 alone evaluates
         run.test_teacher_logits = run.teacher_logits(splits.test.x)
     return run
@@ -331,7 +334,7 @@ def eval_batch_size(cfg: TrainConfig, model: nn.Module | None, x: Tensor, budget
     hooks = [m.register_forward_hook(note) for m in model.modules() if not any(True for _ in m.children())]
     was = model.training
     try:
-        model.eval()(x[:1])
+        model.eval()(x[:1].to(module_device(model)))
     finally:
         model.train(was)
         for h in hooks:
