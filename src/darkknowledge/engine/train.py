@@ -1,9 +1,13 @@
 """The training loop: from labels or distilling from a teacher, resumable to the bit.
 
 :func:`train` reads top to bottom: data → student → teacher (built once) → method → optimiser and
-schedule → (resume) → epochs of steps → validation, selection, checkpoint → the selected model's test
-metrics → the run record. Each step is ``logits, losses = method(x, y, idx, epoch=, step=)`` and the
-loss is ``sum(losses.values())`` — the method contract of :mod:`darkknowledge.methods`.
+schedule → (resume) → the loop → the record. The loop (:func:`_loop`) is the outline: per epoch the
+seeded data order and its steps, then validation, selection and the checkpoint; at the end the selected
+model's test metrics. Each step is ``logits, losses = method(x, y, idx, epoch=, step=)`` and the loss is
+``sum(losses.values())`` — the method contract of :mod:`darkknowledge.methods`. What the loop shares
+with its callbacks is one :class:`~.state.Run`; progress bars, ``metrics.csv``, TensorBoard, guidance
+warnings, learning curves and mid-epoch checkpoints are callbacks (:mod:`.callbacks`), and a user's own
+run after them (``train(cfg, callbacks=[...])``).
 
 * The validation split (seeded, carved from the training set) selects the reported epoch; the test set
   is only evaluated for reporting (per epoch when ``track_test`` is on, for curves).
