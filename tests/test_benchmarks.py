@@ -108,6 +108,8 @@ def test_engine_overhead_benchmark_runs(tmp_path):
         assert res["fixed_s"][k] == pytest.approx(res["median_s"][k] - res["median_steps_s"][k], rel=1e-12)
         assert all(0 < s < t for s, t in zip(res["steps_seconds"][k], res["seconds"][k]))
     assert res["ratio"] == pytest.approx(res["median_s"]["plain"] / res["median_s"]["engine"], rel=1e-12)
+    assert res["round_ratios"] == pytest.approx([p / e for p, e in zip(res["seconds"]["plain"],
+                                                                       res["seconds"]["engine"])], rel=1e-12)
     assert res["steps_ratio"] == pytest.approx(res["median_steps_s"]["plain"] / res["median_steps_s"]["engine"],
                                                rel=1e-12)
     assert f"ratio plain/engine = {res['ratio']:.3f}" in r.stdout
