@@ -89,3 +89,27 @@ def test_scale_benchmark_runs(tmp_path):
     assert res["ddp_2proc_over_1proc"] == pytest.approx(rates["2_proc"] / rates["1_proc"], rel=1e-12)
     assert "ray_overhead_s_per_job" not in res and res["settings"]["quick"] is True
     assert f"local_speedup_2_workers = {res['local_speedup_2_workers']:.3f}" in r.stdout
+
+
+def test_engine_overhead_benchmark_runs(tmp_path):
+    out = tmp_path / "overhead.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "engine_overhead.py"), "--rounds", "2", "--epochs", "1",
+                        "--train", "256", "--val", "64", "--test", "128", "--synthetic", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    st = res["settings"]
+    assert (st["epochs"], st["train"], st["val"], st["test"], st["rounds"], st["threads"], st["data"]) == \
+        (1, 256, 64, 128, 2, 1, "synthetic")
+    for k in ("engine", "plain"):
+        assert len(res["seconds"][k]) == len(res["steps_seconds"][k]) == 2
+        assert res["median_s"][k] == pytest.approx(statistics.median(map(_rate, res["seconds"][k])), rel=1e-12)
+        assert res["median_steps_s"][k] == pytest.approx(statistics.median(res["steps_seconds"][k]), rel=1e-12)
+        assert res["fixed_s"][k] == pytest.approx(res["median_s"][k] - res["median_steps_s"][k], rel=1e-12)
+        assert all(0 < s < t for s, t in zip(res["steps_seconds"][k], res["seconds"][k]))
+    assert res["ratio"] == pytest.approx(res["median_s"]["plain"] / res["median_s"]["engine"], rel=1e-12)
+    assert res["round_ratios"] == pytest.approx([p / e for p, e in zip(res["seconds"]["plain"],
+                                                                       res["seconds"]["engine"])], rel=1e-12)
+    assert res["steps_ratio"] == pytest.approx(res["median_steps_s"]["plain"] / res["median_steps_s"]["engine"],
+                                               rel=1e-12)
+    assert f"ratio plain/engine = {res['ratio']:.3f}" in r.stdout

@@ -59,8 +59,8 @@ def test_a_locked_run_directory_is_refused_and_untouched(tmp_path):
         with pytest.raises(RunLockedError, match=f"PID {os.getpid()}"):
             train(validate(_cfg(out)), progress=False)
         assert sorted(p.name for p in out.iterdir()) == before
-    train(validate(_cfg(out)), progress=False)  # free again once released
-    assert (out / "run.json").exists()
+    rec = train(validate(_cfg(out)), progress=False)  # free again once released
+    assert json.loads((out / "run.json").read_text()) == rec and len(rec["epochs"]) == 2
 
 
 def test_two_processes_on_one_directory_never_both_proceed(tmp_path):

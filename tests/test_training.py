@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import darkknowledge as dk
 from darkknowledge.config import validate
 from darkknowledge.engine import RunExistsError, TrainingDivergedError, train
+from darkknowledge.methods import Method, register_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,17 +77,46 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert [e["train_loss"] for e in ra["epochs"]] == [e["train_loss"] for e in rb["epochs"]]
 
 
-def test_run_record_and_selection(tmp_path):
-    rec = train(validate(_cfg(tmp_path / "r", epochs=2, checkpoint_every_steps=0)), progress=False)
+@register_method("_worse_after_first_epoch")
+class _WorseAfterFirstEpoch(Method):
+    """Cross-entropy on the labels in the first epoch and on wrong labels, ``(y + 1) mod C``, afterwards: the
+    validation accuracy falls after epoch 1, so the epoch selected on validation is not the last."""
+
+    def forward(self, x, y, idx=None, *, epoch: int = 0, step: int = 0):
+        logits = self.student(x)
+        target = y if epoch == 0 else (y + 1) % logits.shape[1]
+        return logits, {"hard": torch.nn.functional.cross_entropy(logits, target)}
+
+
+def test_the_model_selected_on_validation_is_kept_and_reported_when_it_is_not_the_last(tmp_path):
+    """The student trained in place, best.safetensors and the record's final metrics are epoch 1's, not the
+    last epoch's (loading last.safetensors instead of best.safetensors at the end fails here)."""
+    from darkknowledge.metrics import classification_metrics, predict_logits
+    from darkknowledge.models import read_model_meta
+
+    cfg = validate(_cfg(tmp_path / "r", epochs=3, checkpoint_every_steps=0, method="_worse_after_first_epoch"))
+    student = dk.create_model("mlp", in_features=64, hidden=[256, 256], dropout=0.2)
+    rec = train(cfg, student=student, progress=False)
+    acc = [e["val"]["accuracy"] for e in rec["epochs"]]
+    assert acc[0] > max(acc[1:]) + 0.2, acc  # the wrong labels of epochs 2-3 make them worse
+    assert rec["final"]["selected_epoch"] == 1
+    best, last = tmp_path / "r" / "best.safetensors", tmp_path / "r" / "last.safetensors"
+    assert (read_model_meta(best)["epoch"], read_model_meta(last)["epoch"]) == (1, 3)
+    splits = dk.engine.prepare_data(cfg.data)
+
+    def metrics(model, part):
+        return classification_metrics(predict_logits(model, part.x), part.y)
+
+    for model in (student, dk.load_model(best)):  # the selected weights, recomputed here from the model
+        assert metrics(model, splits.val) == rec["epochs"][0]["val"] == rec["final"]["val"]
+        assert metrics(model, splits.test) == rec["final"]["test"]
+    assert metrics(dk.load_model(last), splits.test)["accuracy"] < rec["final"]["test"]["accuracy"] - 0.2
     on_disk = json.loads((tmp_path / "r" / "run.json").read_text())
-    for key in ("config", "seed", "git_commit", "machine", "wall_time_s", "epochs", "final"):
-        assert key in on_disk
-    assert on_disk["machine"]["packages"]["torch"]
-    assert len(rec["epochs"]) == 2
-    best = max(range(2), key=lambda i: rec["epochs"][i]["val"]["accuracy"])
-    assert rec["final"]["selected_epoch"] == best + 1
-    assert rec["final"]["val"]["accuracy"] == pytest.approx(rec["epochs"][best]["val"]["accuracy"])
-    assert {"errors", "accuracy", "nll", "ece", "brier"} <= set(rec["final"]["test"])
+    assert on_disk["final"] == rec["final"] and on_disk["epochs"] == rec["epochs"]
+    assert on_disk["config"] == cfg.model_dump() and on_disk["seed"] == 3
+    assert on_disk["dataset"] == {"name": "synthetic", "train": len(splits.train), "val": 2000, "test": len(splits.test)}
+    assert on_disk["machine"]["packages"]["torch"] == torch.__version__
+    assert 0 < on_disk["cpu_time_s"] and 0 < on_disk["wall_time_s"]
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
@@ -115,7 +145,15 @@ def test_distillation_run_and_class_mismatch(tmp_path):
     assert rec["final"]["test"]["agreement"] == pytest.approx(float((s_pred == t_logits.argmax(1)).float().mean()))
     assert rec["final"]["teacher_test"]["errors"] == int((t_logits.argmax(1) != splits.test.y).sum())
     assert rec["teacher_sha256"] == [dk.data.common.sha256_file(tfile)] * 2
-    assert (tmp_path / "student" / "teacher_store" / "manifest.json").exists()
+    # the teacher's outputs on the training split were computed once, for both members, and read from the run's store
+    from darkknowledge.store import StoredTeacher
+
+    stored = StoredTeacher(tmp_path / "student" / "teacher_store")
+    rows = torch.arange(len(splits.train))
+    cached = stored.member_logits(splits.train.x, rows)
+    with torch.no_grad():
+        t_train = t_model(splits.train.x)
+    assert cached.shape == (len(splits.train), 2, 10) and torch.allclose(cached, t_train[:, None].expand(-1, 2, -1))
     # a teacher with 5 classes for a 10-class student: error before training starts
     bad = dk.create_model("mlp", in_features=64, hidden=[8], num_classes=5)
     dk.save_model(bad, tmp_path / "bad.safetensors", "mlp", {"in_features": 64, "hidden": [8], "num_classes": 5})

@@ -6,7 +6,7 @@ Müller, Kornblith & Hinton (2020), "Subclass Distillation".
 
 from . import specialists
 from .config import ConfigError, TrainConfig, load_config
-from .engine import TrainingDivergedError, train
+from .engine import Callback, TrainingDivergedError, train
 from .engine.fit import distill
 from .engine.jobs import Job, run_jobs
 from .losses import DistillationObjective, distillation_loss, hard_loss, logit_matching_loss, soft_targets
@@ -31,7 +31,7 @@ __all__ = [
     "soft_targets", "distillation_loss", "logit_matching_loss", "hard_loss", "DistillationObjective",
     "Teacher", "ModelTeacher", "Ensemble", "CachedTeacher", "as_teacher", "combine_members",
     "Distiller", "Method", "register_method", "create_method", "get_method", "list_methods",
-    "train", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
+    "train", "Callback", "TrainingDivergedError", "TrainConfig", "load_config", "ConfigError",
     "create_model", "list_models", "register_model", "save_model", "load_model",
     "classification_metrics", "agreement_metrics", "evaluate", "distill",
     "SubclassNet", "subclass_to_class_logits", "subclass_auxiliary_loss", "subclass_teacher_loss",

@@ -18,6 +18,7 @@ from ..config import validate
 from ..data import Splits, TensorData, train_val_split
 from ..data.convert import as_tensor_data
 from ..teachers import Teacher, as_teacher
+from .callbacks import Callback
 from .train import train
 
 __all__ = ["distill"]
@@ -28,7 +29,8 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
             temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1, epochs: int = 10,
             batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
             combine: str = "arithmetic", method: str | None = None, method_args: dict[str, Any] | None = None,
-            out_dir: str | None = None, progress: bool = True, device: str = "auto") -> nn.Module:
+            out_dir: str | None = None, progress: bool = True, device: str = "auto",
+            callbacks: Sequence[Callback] = ()) -> nn.Module:
     """Distil ``teacher`` (an ``nn.Module``, a list of them as an ensemble, a :class:`Teacher`, or ``None``
     to train from labels only) into ``student`` and return ``student`` with the weights selected on
     validation (Hinton et al. 2015 §2: ``w_soft · T² · KL(p_T ‖ q_T) + w_hard · CE(y, q_1)``).
@@ -39,6 +41,7 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
     ``test``: a test set for the final metrics (default: the validation set). ``out_dir``: keep the run
     (checkpoint, ``run.json``, ``best.safetensors``) there, resumable; default a temporary folder.
     ``device``: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+    ``callbacks``: :class:`~darkknowledge.engine.callbacks.Callback` objects, run after the built-in ones.
     """
     t = as_teacher(teacher, combine=combine) if teacher is not None else None
     if isinstance(x, Tensor) and y is None:
@@ -73,7 +76,7 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
     with tempfile.TemporaryDirectory(prefix="darkknowledge-") as tmp:
         cfg["out_dir"] = out_dir or tmp
         train(validate(cfg, source="(dk.distill arguments)"), resume=out_dir is not None, splits=splits,
-              progress=progress, student=student, teacher=t)
+              progress=progress, student=student, teacher=t, callbacks=callbacks)
     return student.eval()
 
 

@@ -1,5 +1,8 @@
 """The training state and exact resume: everything a killed run needs to continue bit-identically.
 
+:class:`Run` is a run in progress as the loop and its callbacks see it (config, splits, model, method,
+teacher, optimiser, :class:`State`); :class:`State` is where the loop is, and what the checkpoint keeps.
+
 ``checkpoint.pt`` holds the model, the method's own state (e.g. a feature map), optimiser, scheduler,
 every RNG state, the position in the epoch, the per-epoch history, the best epoch so far, the config
 and the sha256 of every teacher file. It is written atomically (a kill mid-write leaves the previous
@@ -9,17 +12,27 @@ checkpoint); :func:`load_checkpoint` refuses a checkpoint of another config or a
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor, nn
 
 from ..config import TrainConfig, same_config
+from ..metrics import predict_logits
 from ..utils import atomic_torch_save, get_rng_state, set_rng_state
+from . import distributed as dd
+from .distributed import WorldSizeError
 
-__all__ = ["State", "RunExistsError", "CheckpointError", "TeacherMismatchError", "save_checkpoint",
+if TYPE_CHECKING:
+    from ..data import Splits
+    from ..methods import Method
+    from ..teachers import Teacher
+
+__all__ = ["Run", "State", "RunExistsError", "CheckpointError", "TeacherMismatchError", "save_checkpoint",
            "load_checkpoint", "restore"]
 
 
@@ -67,6 +80,68 @@ class State:
                                                "sums")}
 
 
+@dataclass
+class Run:
+    """A run in progress: what the loop and its callbacks share (see :mod:`.callbacks`).
+
+    ``spec``: the student's model name and constructor arguments (for the saved files); ``eval_batch`` /
+    ``teacher_eval_batch``: the evaluation batches chosen for student and teacher (:func:`eval_batch_size`);
+    ``test_teacher_logits``: the teacher's test-set logits (rank 0; ``None`` without a teacher that can
+    answer for the test inputs), computed once for agreement and the teacher's test metrics."""
+
+    cfg: TrainConfig
+    out: Path
+    splits: Splits
+    model: nn.Module
+    spec: tuple[str, dict[str, Any]]
+    method: Method
+    teacher: Teacher | None
+    teacher_sha: list[str]
+    world: dd.World
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    aug_gen: torch.Generator
+    state: State
+    eval_batch: int
+    teacher_eval_batch: int
+    track_train: bool = False
+    track_test: bool = False
+    test_teacher_logits: Tensor | None = None
+    epoch_clock: tuple[float, int] = (0.0, 0)  # (perf_counter, examples seen) when this epoch (re)started
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.splits.train) / self.cfg.batch_size)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def finished(self) -> bool:
+        st, cfg = self.state, self.cfg
+        return st.epoch >= cfg.epochs or bool(cfg.max_steps and st.global_step >= cfg.max_steps)
+
+    def checkpoint(self) -> None:
+        """``checkpoint.pt`` (atomic, rank 0) with every rank's RNG state, so that a resume continues each exactly."""
+        rngs = dd.gather_objects(self.world, get_rng_state())
+        if self.world.main:
+            save_checkpoint(self.ckpt_path, self.state, self.cfg, self.model, self.method, self.opt, self.sched,
+                            self.aug_gen, self.teacher_sha, rngs)
+
+    def teacher_logits(self, x: Tensor) -> Tensor | None:
+        """The teacher's logits on ``x``; ``None`` without a teacher or when it serves stored outputs that do
+        not cover ``x`` (e.g. a :class:`CachedTeacher`, which answers for training rows by index only)."""
+        if self.teacher is None:
+            return None
+        try:
+            return predict_logits(self.teacher, x, self.teacher_eval_batch)
+        except ValueError:
+            if self.teacher.live:
+                raise
+            return None
+
+
 def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt, sched, aug_gen: torch.Generator,
                     teacher_sha256: list[str], rank_rngs: list[dict[str, Any]] | None = None) -> None:
     """``rank_rngs``: every rank's RNG state under torchrun (rank 0's first); this process's otherwise."""
@@ -102,8 +177,6 @@ def load_checkpoint(path: Path, cfg: TrainConfig, teacher_sha256: list[str], wor
                                    "teacher file or start a new run")
     written = ck.get("world_size", 1)
     if written != world_size:
-        from .distributed import WorldSizeError
-
         how = "a single process" if written == 1 else f"torchrun --nproc_per_node {written} (world size {written})"
         raise WorldSizeError(f"{path} was written by a run of {written} process(es) but this one has {world_size} — "
                              f"resume it with {how}, or start a new run in another out_dir")
