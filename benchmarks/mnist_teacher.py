@@ -3,7 +3,8 @@ one process.
 
 The teacher (784-1200-1200-10, dropout 0.2 / 0.5, max-norm 15, Adam, inputs shifted by up to ±2 px) is the
 suite's largest cost: 300 epochs of 55,000 images per seed. Each variant runs the engine's step (the batch
-gathered and shifted with :func:`darkknowledge.transforms.random_shift`, the ``labels`` method under the same
+gathered and shifted by the engine's augmentation
+(``data.augment: [{name: shift, max: 2}]``), the ``labels`` method under the same
 autocast as ``precision: bf16``, Adam, :func:`darkknowledge.models.apply_max_norm`) on MNIST-shaped random
 inputs; variants are interleaved over several rounds and the median rate and its ratio to fp32 at batch 128
 (the baseline in the same process) are reported:
@@ -27,9 +28,9 @@ import time
 import torch
 from _step import train_step  # benchmarks/_step.py (the script's folder is on sys.path)
 
+from darkknowledge.data.augment import build_augment
 from darkknowledge.methods import create_method
 from darkknowledge.models import apply_max_norm, create_model
-from darkknowledge.transforms import random_shift
 from darkknowledge.utils import atomic_write_json, git_commit, machine_facts
 
 #: variant → (bf16 autocast, shift in px, batch size)
@@ -50,7 +51,9 @@ def rate(bf16: bool, shift: int, bs: int, x: torch.Tensor, y: torch.Tensor, step
         if s == 2:
             t0 = time.perf_counter()
         idx = torch.randint(0, x.shape[0], (bs,), generator=gen)
-        xb, yb = random_shift(x[idx], shift, gen), y[idx]
+        xb, yb = x[idx], y[idx]
+        if shift:
+            xb = build_augment([{"name": "shift", "max": shift}], tuple(x.shape[1:]))(xb, None, seed=s)[0]
         train_step(method, opt, xb, yb, bf16)
         apply_max_norm(model)
     return steps * bs / (time.perf_counter() - t0)

@@ -40,7 +40,6 @@ from darkknowledge.models import (
     read_model_meta,
     save_model,
 )
-from darkknowledge.transforms import random_crop_flip, random_shift
 
 torch.set_num_threads(1)
 
@@ -309,69 +308,6 @@ def test_load_real_mnist(shared_data):
     assert torch.bincount(yte, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert torch.bincount(ytr, minlength=10).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
                                                           5949]
-
-
-# --------------------------------------------------------------------------- random_shift
-
-
-def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """img [C, H, W] moved down by dy and right by dx, zero fill (reference by slicing)."""
-    out = torch.zeros_like(img)
-    h, w = img.shape[-2:]
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        img[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
-def test_random_shift_zero_is_identity():
-    x = torch.rand(3, 2, 5, 5)
-    assert torch.equal(random_shift(x, 0), x)
-    assert torch.equal(random_shift(x, -1), x)
-
-
-def test_random_shift_moves_single_pixel_within_range():
-    """A single lit pixel moves by an integer offset (dy, dx) in [-s, s]^2, everything else stays 0;
-    over many images every offset occurs."""
-    s, h, w, b = 2, 9, 9, 400
-    x = torch.zeros(b, 1, h, w)
-    x[:, 0, 4, 4] = 1.0
-    out = random_shift(x, s, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
-    offsets = set()
-    for i in range(b):
-        nz = out[i, 0].nonzero()
-        assert nz.shape[0] == 1 and float(out[i].sum()) == 1.0
-        dy, dx = int(nz[0, 0]) - 4, int(nz[0, 1]) - 4
-        assert abs(dy) <= s and abs(dx) <= s
-        offsets.add((dy, dx))
-    assert len(offsets) == (2 * s + 1) ** 2
-
-
-def test_random_shift_is_exact_translation_with_zero_fill():
-    """Each output image is exactly one of the (2s+1)^2 zero-filled translations of its input (all channels
-    moved together); shape and dtype preserved; seeded generator -> reproducible."""
-    s = 2
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(20, 3, 6, 7, generator=g) + 0.1  # no zeros inside the image
-    out = random_shift(x, s, torch.Generator().manual_seed(5))
-    assert out.shape == x.shape and out.dtype == x.dtype
-    assert torch.equal(out, random_shift(x, s, torch.Generator().manual_seed(5)))
-    for i in range(x.shape[0]):
-        matches = [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1)
-                   if torch.equal(out[i], _translate(x[i], dy, dx))]
-        assert len(matches) == 1, i
-
-
-def test_random_crop_flip_does_not_modify_input():
-    """random_crop_flip returns a new batch; with pad=0 (random_shift is then the identity) the caller's tensor
-    must not be flipped in place. Each output is the input or its mirror image."""
-    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).view(2, 1, 3, 4).repeat(8, 1, 1, 1)
-    x0 = x.clone()
-    out = random_crop_flip(x, pad=0, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x, x0)
-    flipped = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x0)]
-    assert all(f or torch.equal(o, xi) for f, o, xi in zip(flipped, out, x0))
-    assert any(flipped) and not all(flipped)
 
 
 # --------------------------------------------------------------------------- the dataset registry

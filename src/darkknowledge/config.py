@@ -60,8 +60,13 @@ class DataConfig(_Strict):
     exclude_classes: list[int] = Field(default_factory=list)
     #: if set, only these classes are kept in the training split
     include_classes: list[int] | None = None
-    #: random shifts of up to this many pixels (Hinton et al.'s teacher used 2)
-    augment_shift: int = 0
+    #: batch augmentations run on the device in this order, e.g. ``[{name: shift, max: 2}]`` (Hinton et al.'s
+    #: MNIST teacher: jitter by up to 2 pixels) — see :mod:`darkknowledge.data.augment`; stored with every
+    #: parameter filled in. ``augment_shift: s`` of older configs migrates to ``[{name: shift, max: s}]``.
+    augment: list[dict[str, Any]] = Field(default_factory=list)
+    #: the per-example shape the augmentations see when the inputs are stored flat (e.g. ``[16, 40]``: context
+    #: windows of 16 frames × 40 log-mel bands; ``[1, 28, 28]`` for flat MNIST rows); None: the inputs' shape
+    augment_shape: list[int] | None = None
     #: a user's own files instead of a built-in dataset (``dataset`` then only names them in the records);
     #: see :mod:`darkknowledge.data.files` for the keys of ``files`` per format
     format: Literal["idx", "npz", "npy", "images", "csv", "parquet"] | None = None
@@ -74,6 +79,32 @@ class DataConfig(_Strict):
     #: images: resize to this square size (None: keep; all must then share one size), and 1 or 3 channels
     image_size: int | None = None
     channels: Literal[1, 3] = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _augment_shift(cls, data: Any) -> Any:
+        """``augment_shift: s`` (before the augmentation list) → ``augment: [{name: shift, max: s}, ...]``."""
+        if not isinstance(data, dict) or "augment_shift" not in data:
+            return data
+        data = dict(data)
+        s = data.pop("augment_shift")
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"augment_shift must be >= 0 pixels, got {s!r}")
+        if s:
+            data["augment"] = [{"name": "shift", "max": s}, *(data.get("augment") or [])]
+        return data
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        if not v:
+            return v
+        from .data.augment import AugmentError, parse_augment  # lazy: kornia is imported only when used
+
+        try:
+            return [a.spec() for a in parse_augment(v)]
+        except AugmentError as e:
+            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _files_need_format(self) -> DataConfig:
@@ -99,12 +130,6 @@ class DataConfig(_Strict):
             raise ValueError(f"val_size must be >= 0, got {v}")
         return v
 
-    @field_validator("augment_shift")
-    @classmethod
-    def _shift(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"augment_shift must be >= 0 pixels, got {v}")
-        return v
 
 
 class OptimConfig(_Strict):
@@ -269,7 +294,7 @@ def _format_errors(e: ValidationError, source: str) -> str:
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         # a check of the whole config (no location) names its keys itself
         lines.append(f"  {key}: {msg}" if key else f"  {msg.removeprefix('Value error, ')}")
     return f"invalid config {source}:\n" + "\n".join(lines)

@@ -108,6 +108,8 @@ class Run:
     track_test: bool = False
     test_teacher_logits: Tensor | None = None
     epoch_clock: tuple[float, int] = (0.0, 0)  # (perf_counter, examples seen) when this epoch (re)started
+    #: the batch augmentations of ``cfg.data.augment`` (:func:`~darkknowledge.data.augment.build_augment`), or None
+    augment: Any = None
 
     @property
     def steps_per_epoch(self) -> int:

@@ -37,14 +37,14 @@ from torch import Tensor, nn
 
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, TensorData, load_dataset, train_val_split
+from ..data.augment import augment_seed, build_augment
 from ..data.common import sha256_file
 from ..data.files import load_files
-from ..methods import Method, create_method, get_method
+from ..methods import Method, create_method, get_method, list_methods
 from ..metrics import classification_metrics, evaluate
 from ..models import apply_max_norm, create_model, load_model, save_model
 from ..store import run_store, state_sha256
-from ..teachers import CachedTeacher, Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
-from ..transforms import random_shift
+from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from . import distributed as dd
 from .callbacks import Callback, StepInfo, builtin_callbacks
@@ -145,6 +145,7 @@ def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: 
         log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
     run = Run(cfg, out, splits, model, spec, method, teacher, teacher_sha, w, opt, sched, aug_gen, st,
               *eval_batches, track_train, track_test)
+    run.augment = build_augment(cfg.data.augment, sample_shape(cfg, splits)) if cfg.data.augment else None
     if w.main:  # rank 0 alone evaluates
         run.test_teacher_logits = run.teacher_logits(splits.test.x)
     return run
@@ -204,7 +205,7 @@ def _step(run: Run, step_fn: nn.Module, data: tuple[Tensor, Tensor], order: Tens
     device = module_device(run.model)
     amp = device.type if device.type in ("cpu", "cuda") else None
     idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-    x, y = _batch(cfg, *data, idx, run.aug_gen, device)  # the global batch, the same on every rank
+    x, y = _batch(run, *data, idx, device)  # the global batch (augmented), the same on every rank
     x, y, idx, n_mine, scale = dd.shard(w, x, y, idx)  # this rank's part of it
     try:
         with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and amp is not None):
@@ -383,9 +384,7 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         return None, []
     if given is not None:
         teacher = as_teacher(given, combine=cfg.distill.combine)
-        if not teacher.live and cfg.data.augment_shift:
-            raise ValueError(f"a {type(teacher).__name__} holds outputs for the unshifted training inputs, but "
-                             f"data.augment_shift is {cfg.data.augment_shift}: set it to 0 or pass the live teacher")
+        _check_consistent(cfg, teacher)
         teacher.num_classes = getattr(teacher, "num_classes", None) or n_cls
         return teacher, [state_sha256(teacher)]
     if not cfg.distill.teachers:
@@ -395,10 +394,27 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         from ..store import StoredTeacher
 
         stored = StoredTeacher(files[0])
+        _check_consistent(cfg, stored)
         stored.num_classes = n_cls
         return stored, [sha256_file(Path(files[0]) / "manifest.json")]
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
     return teacher, [sha256_file(p) for p in files]
+
+
+def _check_consistent(cfg: TrainConfig, teacher: Teacher) -> None:
+    """Stored outputs answer for the training inputs as they are; with ``data.augment`` the student sees other
+    inputs, and consistent teaching needs the teacher run on each augmented batch."""
+    if not teacher.live and cfg.data.augment:
+        names = ", ".join(a["name"] for a in cfg.data.augment)
+        raise ValueError(f"a {type(teacher).__name__} serves outputs stored for the training inputs as they are, but "
+                         f"data.augment ({names}) changes what the student sees: consistent teaching needs the teacher "
+                         "run on each augmented batch — give the teacher model (or drop data.augment)")
+
+
+def sample_shape(cfg: TrainConfig, splits: Splits) -> tuple[int, ...]:
+    """The per-example shape the augmentations see: ``data.augment_shape`` (e.g. ``[16, 40]`` for context windows
+    of 16 log-mel frames of 40 bands stored flat), else the training inputs' own shape."""
+    return tuple(cfg.data.augment_shape or splits.train.x.shape[1:])
 
 
 @torch.no_grad()
@@ -434,10 +450,14 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
     transfer set is not augmented and the outputs are not precomputed already (rows looked up by position;
     written by rank 0 only, then read by the other ranks)."""
     name = cfg.method or ("kd" if cfg.distill is not None else "labels")
+    mixing = [a["name"] for a in cfg.data.augment if a["name"] in ("mixup", "cutmix")]
+    if mixing and not get_method(name).mixed_labels:
+        raise ValueError(f"method {name!r} does not take the labels of a mixed batch ({mixing[0]} in data.augment); "
+                         "methods that do: " + ", ".join(m for m in list_methods() if get_method(m).mixed_labels))
     serving = None
     if teacher is not None:
         serving = teacher.serving(get_method(name).teacher_output)
-        if cfg.distill.cache and cfg.data.augment_shift == 0 and not serving.precomputed:
+        if cfg.distill.cache and not cfg.data.augment and not serving.precomputed:
             path = out / "teacher_store"
             if w.main:
                 (out / "teacher_cache.safetensors").unlink(missing_ok=True)  # the per-run cache's former file
@@ -448,13 +468,17 @@ def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x
     return create_method(name, model, serving, **cfg.method_args)
 
 
-def _batch(cfg: TrainConfig, x_all: Tensor, y_all: Tensor, idx: Tensor, aug_gen: torch.Generator,
-           device: torch.device) -> tuple[Tensor, Tensor]:
+def _batch(run: Run, x_all: Tensor, y_all: Tensor, idx: Tensor, device: torch.device) -> tuple[Tensor, Any]:
+    """The batch at ``idx`` on the device, augmented (``data.augment``) with a seed fixed by (run seed, global
+    step): the same on every rank and after a resume. A mixing augmentation returns the labels as
+    :class:`~darkknowledge.data.augment.MixedTargets`. The method — and so a live teacher — sees exactly this
+    batch (consistent teaching, Beyer et al. 2022)."""
+    cfg = run.cfg
     x, y = x_all[idx], y_all[idx]
-    if cfg.data.augment_shift:
-        x = random_shift(x, cfg.data.augment_shift, aug_gen)
     if device.type != "cpu":
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if run.augment is not None:
+        x, y = run.augment(x, y, seed=augment_seed(cfg.seed, run.state.global_step))
     if cfg.channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y

@@ -36,12 +36,12 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..data.augment import build_augment
 from ..engine.jobs import Job, cached_eval
 from ..engine.stages import Context, Experiment, Outcome, Stage
 from ..metrics import apply_bias_shift, best_bias_shift, predict_logits
 from ..models import load_model
 from ..report import Results
-from ..transforms import random_shift
 from . import hinton_mnist_report as rep
 from . import register_experiment
 from .hinton_mnist_setup import (
@@ -224,11 +224,11 @@ def _shift_eval(paths: dict[str, str], data_dir: str | None, val_size: int) -> d
     """Errors of each model and its disagreements with the teacher on the transfer set (the 55,000 unshifted
     training images), on the same images shifted by up to ±2 px (one fixed random shift each, as the teacher
     saw them in training) and on the test set."""
-    import torch
 
     splits = load_dataset("mnist", data_dir, val_size, 0)
+    shift = build_augment([{"name": "shift", "max": 2}], (1, 28, 28))
     sets = {"transfer": (splits.train.x, splits.train.y),
-            "transfer_shifted": (random_shift(splits.train.x, 2, torch.Generator().manual_seed(1234)), splits.train.y),
+            "transfer_shifted": (shift(splits.train.x, None, seed=1234)[0], splits.train.y),
             "test": (splits.test.x, splits.test.y)}
     preds = {m: {k: predict_logits(load_model(p).eval(), x).argmax(1) for k, (x, _) in sets.items()}
              for m, p in paths.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..transforms import random_crop_flip
+from ..data.augment import build_augment
 from .registry import register_model
 
 __all__ = ["ResNetCifar"]
@@ -31,12 +31,16 @@ class ResNetCifar(nn.Module):
     """ResNet-(6n+2) for 32×32 images (He et al. 2016 §4.2): conv3×3 → 3 stages of ``n`` basic blocks
     with ``width, 2·width, 4·width`` channels (stride 2 between stages) → global average pool → linear.
     ``n = 3, width = 16`` is ResNet-20. Shortcuts that change shape use a 1×1 convolution.
-    ``augment=True``: random crop (zero padding 4) + horizontal flip of each batch in training mode."""
+    ``augment=True``: random crop (zero padding 4) + horizontal flip of each batch in training mode (the
+    :mod:`darkknowledge.data.augment` pipeline, seeded from torch's global generator, which the engine seeds and
+    checkpoints; ``data.augment`` in a config does the same outside the model, for student and teacher alike)."""
 
     def __init__(self, num_classes: int = 10, n: int = 3, width: int = 16, in_channels: int = 3,
                  augment: bool = False):
         super().__init__()
         self.num_classes, self.augment = num_classes, augment
+        self._crop_flip = build_augment([{"name": "crop", "padding": 4}, {"name": "hflip"}], (in_channels, 32, 32)) \
+            if augment else None
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         blocks, cin = [], width
@@ -50,7 +54,7 @@ class ResNetCifar(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         if self.training and self.augment:
-            x = random_crop_flip(x, 4)
+            x, _ = self._crop_flip(x, None, seed=int(torch.randint(0, 2**62, (1,))))
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
