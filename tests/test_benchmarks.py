@@ -77,6 +77,7 @@ def test_mnist_teacher_benchmark_runs(tmp_path):
     assert f"{300 * 55_000 / base / 60:.0f} min for the 300-epoch teacher" in r.stdout
 
 
+@pytest.mark.slow  # end-to-end tier: pools, torchrun and Ray
 def test_scale_benchmark_runs(tmp_path):
     out = tmp_path / "scale.json"
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--no-ray", "--out",

@@ -23,8 +23,9 @@ from darkknowledge.engine.distributed import WorldSizeError
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = 3803  # 38 batches of 100 and a last batch of 3
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform != "linux",
-                                reason="needs torch.distributed (gloo) on Linux")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_available() or sys.platform != "linux",
+                                 reason="needs torch.distributed (gloo) on Linux"),
+              pytest.mark.slow]  # end-to-end tier: torchrun with two processes
 
 
 def _cfg(out: Path, **kw) -> dict:

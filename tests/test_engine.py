@@ -95,6 +95,7 @@ def test_resume_with_a_replaced_teacher_is_refused(tmp_path):
     assert not (tmp_path / "s" / "run.json").exists()
 
 
+@pytest.mark.slow  # end-to-end tier: training in subprocesses
 def test_model_files_are_byte_deterministic(tmp_path):
     """safetensors keeps metadata in a hash map (its order varies between processes); ours is one entry."""
     code = ("import sys, torch, darkknowledge as dk; torch.manual_seed(0); "

@@ -354,8 +354,8 @@ def test_a_cached_teacher_given_to_train_equals_the_live_teacher(tmp_path):
         train(validate(_cfg(tmp_path / "short", False)), splits=splits, teacher=dk.CachedTeacher(torch.zeros(3, 10)),
               progress=False)
     shifted = _cfg(tmp_path / "shifted", False)
-    shifted["data"]["augment_shift"] = 1
-    with pytest.raises(ValueError, match="augment_shift"):
+    shifted["data"]["augment"] = [{"name": "shift", "max": 1}]
+    with pytest.raises(ValueError, match=r"data.augment \(shift\) changes what the student sees"):
         train(validate(shifted), splits=splits, teacher=cached, progress=False)
     assert not (tmp_path / "short").exists() and not (tmp_path / "shifted").exists()
 

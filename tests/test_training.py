@@ -39,6 +39,7 @@ def _write_yaml(path: Path, cfg: dict) -> Path:
     return path
 
 
+@pytest.mark.slow  # end-to-end tier: a killed subprocess (exact resume is also pinned in test_callbacks)
 def test_resume_after_kill_is_bit_identical(tmp_path):
     """Kill a real training subprocess mid-run, resume it, and compare with an uninterrupted run."""
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
