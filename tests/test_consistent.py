@@ -124,3 +124,17 @@ def test_augment_shift_of_older_configs_is_the_shift_augmentation():
         validate({"data": {"augment_shift": -1}})
     with pytest.raises(dk.ConfigError, match="unknown augmentation 'flip'"):
         validate({"data": {"augment": [{"name": "flip"}]}})
+
+
+def test_the_readme_augmentation_examples_are_valid_configs():
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Augmentation.*?```yaml\n(.*?)```", readme, flags=re.S).group(1)
+    chunks = re.split(r"\n(?=data:)", block.strip())
+    assert len(chunks) == 3
+    for chunk in chunks:
+        cfg = validate(yaml.safe_load(chunk))
+        assert cfg.data.augment and all("name" in a for a in cfg.data.augment)
