@@ -100,7 +100,6 @@ class Run:
     world: dd.World
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
-    aug_gen: torch.Generator
     state: State
     eval_batch: int
     teacher_eval_batch: int
@@ -129,7 +128,7 @@ class Run:
         rngs = dd.gather_objects(self.world, get_rng_state())
         if self.world.main:
             save_checkpoint(self.ckpt_path, self.state, self.cfg, self.model, self.method, self.opt, self.sched,
-                            self.aug_gen, self.teacher_sha, rngs)
+                            self.teacher_sha, rngs)
 
     def teacher_logits(self, x: Tensor) -> Tensor | None:
         """The teacher's logits on ``x``; ``None`` without a teacher or when it serves stored outputs that do
@@ -144,13 +143,13 @@ class Run:
             return None
 
 
-def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt, sched, aug_gen: torch.Generator,
+def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt, sched,
                     teacher_sha256: list[str], rank_rngs: list[dict[str, Any]] | None = None) -> None:
     """``rank_rngs``: every rank's RNG state under torchrun (rank 0's first); this process's otherwise."""
     st.tick()
     rngs = rank_rngs or [get_rng_state()]
     atomic_torch_save({"model": model.state_dict(), "method": method.extra_state(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "rng": rngs[0], "aug_gen": aug_gen.get_state(),
+                       "scheduler": sched.state_dict(), "rng": rngs[0],
                        "state": st.position(), "history": st.history, "best": st.best, "curve": st.curve,
                        "config": cfg.model_dump(), "teacher_sha256": teacher_sha256,
                        **({"world_size": len(rngs), "rank_rngs": rngs} if len(rngs) > 1 else {})}, path)
@@ -185,12 +184,11 @@ def load_checkpoint(path: Path, cfg: TrainConfig, teacher_sha256: list[str], wor
     return ck
 
 
-def restore(ck: dict[str, Any], model, method, opt, sched, aug_gen: torch.Generator, rank: int = 0) -> State:
+def restore(ck: dict[str, Any], model, method, opt, sched, rank: int = 0) -> State:
     """Load a checkpoint's contents into the live objects (``rank``: whose RNG state); returns the loop state."""
     model.load_state_dict(ck["model"])
     method.load_state_dict({**method.state_dict(), **ck.get("method", {})})
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
     set_rng_state(ck["rank_rngs"][rank] if "rank_rngs" in ck else ck["rng"])
-    aug_gen.set_state(ck["aug_gen"])
     return State(**ck["state"], history=ck["history"], best=ck["best"], curve=ck.get("curve", []))

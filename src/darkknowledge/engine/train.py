@@ -133,17 +133,16 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
 def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
            method: Method, teacher: Teacher | None, teacher_sha: list[str], resume: bool, w: dd.World,
            eval_batches: tuple[int, int], track_train: bool, track_test: bool) -> Run:
-    """Optimiser, schedule and augmentation generator — restored from the checkpoint on a resume."""
+    """Optimiser and schedule — restored from the checkpoint on a resume — and the augmentation pipeline."""
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     opt = build_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg.optim, s, steps_per_epoch, cfg.epochs))
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     st = State()
     if resume and (out / "checkpoint.pt").exists():
         st = restore(load_checkpoint(out / "checkpoint.pt", cfg, teacher_sha, w.size), model, method, opt, sched,
-                     aug_gen, w.rank)
+                     w.rank)
         log.info("resumed %s at epoch %d step %d", out, st.epoch, st.step_in_epoch)
-    run = Run(cfg, out, splits, model, spec, method, teacher, teacher_sha, w, opt, sched, aug_gen, st,
+    run = Run(cfg, out, splits, model, spec, method, teacher, teacher_sha, w, opt, sched, st,
               *eval_batches, track_train, track_test)
     run.augment = build_augment(cfg.data.augment, sample_shape(cfg, splits)) if cfg.data.augment else None
     if w.main:  # rank 0 alone evaluates
