@@ -61,7 +61,7 @@ def demo_configs(dataset: str, out: Path, seed: int, quick: bool, data_dir: str 
                "out_dir": str(out / f"teacher{sfx}"),
                "model": {"name": "mlp", "args": {"in_features": inf, "hidden": big, "dropout": 0.5,
                                                  "input_dropout": in_drop, "max_norm": 15.0}},
-               "data": {**data, "augment_shift": shift},
+               "data": {**data, "augment": [{"name": "shift", "max": shift}] if shift else []},
                "optim": {"name": "adam", "lr": 1e-3, "schedule": "cosine"}}
     baseline = {"name": "baseline", "seed": seed, "epochs": s_epochs, "batch_size": batch,
                 "out_dir": str(out / f"baseline{sfx}"),

@@ -204,7 +204,7 @@ def teacher_cfg(ctx: Context, seed: int, recipe: str | None = None) -> dict[str,
             "threads": s.threads,
             "model": {"name": "mlp", "args": {"in_features": 784, "hidden": [1200, 1200], "dropout": 0.5,
                                               "input_dropout": 0.2, "max_norm": s.teacher_max_norm}},
-            "data": mnist_data(ctx, augment_shift=2),
+            "data": mnist_data(ctx, augment=[{"name": "shift", "max": 2}]),
             "optim": {"name": s.teacher_optim, "lr": s.teacher_lr, "momentum": 0.9, "schedule": "cosine",
                       "nesterov": s.teacher_nesterov, "warmup_epochs": s.teacher_warmup},
             "out_dir": str(runs / "teacher" / f"teacher_seed{seed}")}

@@ -42,6 +42,10 @@ __all__ = ["TRANSFER_STAGES", "omit3_cfg", "only78_cfg", "reg_cfg", "baseline_ji
 # --------------------------------------------------------------------------- stages 6 and 7
 
 
+#: Hinton et al. (2015) §3: inputs jittered by up to two pixels
+SHIFT2 = [{"name": "shift", "max": 2}]
+
+
 def omit3_cfg(ctx: Context, seed: int = 0) -> dict[str, Any]:
     s = ctx.settings
     return student_cfg(ctx, "omit3", "omit3", seed, epochs=s.transfer_epochs, data=mnist_data(ctx, exclude_classes=[3]),
@@ -174,13 +178,13 @@ def reg_numbers(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
 def baseline_jitter_cfg(ctx: Context, seed: int) -> dict[str, Any]:
     s = ctx.settings
     return student_cfg(ctx, "jitter", "baseline_jitter", seed, epochs=s.jitter_epochs,
-                       data=mnist_data(ctx, augment_shift=2))
+                       data=mnist_data(ctx, augment=SHIFT2))
 
 
 def distilled_jitter_cfg(ctx: Context, seed: int) -> dict[str, Any]:
     s = ctx.settings
     return student_cfg(ctx, "jitter", "distilled_jitter", seed, epochs=s.jitter_epochs,
-                       data=mnist_data(ctx, augment_shift=2), distil=True, temperature=s.jitter_temperature,
+                       data=mnist_data(ctx, augment=SHIFT2), distil=True, temperature=s.jitter_temperature,
                        teacher_recipe=s.jitter_teacher)
 
 

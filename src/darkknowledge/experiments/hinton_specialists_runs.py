@@ -114,7 +114,7 @@ def _cfg(ctx: Context, d: DataSettings, name: str, seed: int, epochs: int, lr: f
             "eval_batch_size": EVAL_BATCH,
             "model": {"name": "small_cnn", "args": args},
             "data": {"dataset": d.dataset, "data_dir": ctx.data_dir, "val_size": d.val_size,
-                     "fraction": d.fraction, "augment_shift": d.augment_shift},
+                     "fraction": d.fraction, "augment": [{"name": "shift", "max": d.augment_shift}] * bool(d.augment_shift)},
             "optim": {"name": "sgd", "lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
                       "schedule": "cosine"},
             "precision": d.precision, "channels_last": d.channels_last, "out_dir": str(out_dir)}
