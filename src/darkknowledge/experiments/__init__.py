@@ -22,7 +22,8 @@ _MODULES = {"demo": ".demo", "demo-digits": ".demo", "hinton-mnist": ".hinton_mn
             "hinton-specialists": ".hinton_specialists",
             "subclass-mnist-2x5": ".subclass_mnist_2x5", "subclass-data-efficiency": ".subclass_data_efficiency",
             "subclass-cifar-2x5": ".subclass_cifar_2x5", "subclass-clickthrough": ".subclass_clickthrough",
-            "subclass-ablation": ".subclass_ablation"}
+            "subclass-ablation": ".subclass_ablation",
+            "consistent-teaching": ".consistent_teaching"}
 
 
 def register_experiment(exp: Any) -> Any:
