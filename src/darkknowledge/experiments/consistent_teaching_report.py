@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..report import Results, SummaryView, markdown_table, pyplot, render, save_figure
-from ..report.numbers import fmt
+from ..report.numbers import fmt, summarize
 from ..report.sections import template_sections
 
 __all__ = ["report", "figures", "AIM"]
@@ -26,8 +26,7 @@ def _t() -> dict[str, str]:
 
 
 def _entry(v: list[float]) -> dict[str, Any]:
-    a = np.asarray(v, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+    return summarize({"v": v})["v"]
 
 
 def _acc(x: float | None) -> str:
