@@ -47,6 +47,7 @@ from ..store import run_store, state_sha256
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from . import distributed as dd
+from .arguments import check_train_args
 from .callbacks import Callback, StepInfo, builtin_callbacks
 from .lock import RunLock
 from .state import Run, RunExistsError, State, load_checkpoint, restore
@@ -80,6 +81,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     place and ends with the weights selected on validation. ``callbacks``: :class:`~.callbacks.Callback`
     objects whose hooks run after the built-in ones (see :mod:`.callbacks`).
     """
+    check_train_args(cfg, splits, student, teacher, callbacks)  # a wrong type: a TypeError saying what was expected
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
@@ -112,6 +114,8 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     if teacher is not None:
         teacher.to(device)
     _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
+    if cfg.data.augment:  # an augmentation that cannot take these inputs: refused before the run folder exists
+        build_augment(cfg.data.augment, sample_shape(cfg, splits))
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
         load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
@@ -160,6 +164,8 @@ def _loop(run: Run, callbacks: list[Callback]) -> dict[str, Any]:
     run.model.train()
     while not run.finished:
         order = epoch_order(len(run.splits.train), cfg.seed, st.epoch)
+        if hasattr(run.splits.train, "epoch_data"):  # a DataLoader used as given (data.convert.LoaderData)
+            data, order = run.splits.train.epoch_data(cfg.seed, st.epoch)
         if st.step_in_epoch == 0:
             st.sums, st.seen = {}, 0
         run.epoch_clock = (time.perf_counter(), st.seen)
@@ -306,7 +312,8 @@ def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], 
         "machine": machine_facts(),
         "device": str(module_device(selected_model)) if selected_model is not None else None,
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val),
-                    "test": len(splits.test), **({"class_names": splits.class_names} if splits.class_names else {})},
+                    "test": len(splits.test), "input_shape": list(splits.train.x.shape[1:]),
+                    **({"class_names": splits.class_names} if splits.class_names else {})},
         "wall_time_s": st.elapsed,
         "cpu_time_s": st.cpu,
         "epochs": st.history,
