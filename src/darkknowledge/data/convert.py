@@ -106,9 +106,10 @@ def loader_settings(loader: DataLoader) -> dict[str, Any]:
     """What a DataLoader does to its data, for the run record."""
     sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
     collate = loader.collate_fn
+    collate_name = getattr(collate, "__qualname__", type(collate).__name__)
     return {"batch_size": loader.batch_size, "shuffle": isinstance(sampler, RandomSampler),
             "sampler": type(sampler).__name__, "drop_last": loader.drop_last, "num_workers": loader.num_workers,
-            "collate_fn": f"{getattr(collate, '__module__', '?')}.{getattr(collate, '__qualname__', type(collate).__name__)}",
+            "collate_fn": f"{getattr(collate, '__module__', '?')}.{collate_name}",
             "dataset": type(loader.dataset).__name__, "examples": len(loader.dataset)}  # type: ignore[arg-type]
 
 

@@ -36,10 +36,9 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
-from ..data import Splits, TensorData, load_dataset, train_val_split
+from ..data import Splits, load_splits
 from ..data.augment import augment_seed, build_augment
 from ..data.common import sha256_file
-from ..data.files import load_files
 from ..methods import Method, create_method, get_method, list_methods
 from ..metrics import classification_metrics, evaluate
 from ..models import apply_max_norm, create_model, load_model, save_model
@@ -505,8 +504,7 @@ def _where(st: State, step: int, train_data, idx: Tensor, ckpt_path: Path) -> st
 def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     """Load the dataset (a built-in one, or the user's files of ``cfg.format``), carve the validation
     split, and restrict the training split as configured."""
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed) if cfg.format is None \
-        else _user_files(cfg)
+    splits = load_splits(cfg)
     tr = splits.train
     keep = torch.ones(len(tr), dtype=torch.bool)
     for c in cfg.exclude_classes:
@@ -524,16 +522,6 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     if len(tr) == 0:
         raise ValueError("the training split is empty after the class/fraction restrictions")
     return dataclasses.replace(splits, train=tr)
-
-
-def _user_files(cfg: DataConfig) -> Splits:
-    raw, names = load_files(cfg.format, cfg.files, cfg.sha256, cfg.label_column, tuple(cfg.arrays), cfg.image_size,
-                            cfg.channels)
-    (xtr, ytr), (xte, yte) = raw["train"], raw["test"]
-    n_cls = len(names) if names else int(max(ytr.max(), yte.max())) + 1
-    full = TensorData(xtr, ytr)
-    tr, va = train_val_split(len(full), cfg.val_size, cfg.split_seed)
-    return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), n_cls, cfg.dataset, names)
 
 
 def _check_splits(splits: Splits) -> None:
