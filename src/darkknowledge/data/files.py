@@ -86,15 +86,16 @@ def load_files(fmt: str, files: dict[str, str], sha256: dict[str, str] | None = 
     elif fmt == "images":
         names = _class_folders(paths["train"])
         raw = {s: _image_folder(paths[s], names, image_size, channels) for s in SPLITS}
-    elif fmt == "hf":
-        got = {s: read_hf(paths.get(s, paths.get("path")), None if s in paths else s, label_column, image_size,
-                          channels) for s in SPLITS}
+    else:  # tables: csv, parquet, hf — with the class names they declare, if any
+        if fmt == "hf":
+            got = {s: read_hf(paths.get(s, paths.get("path")), None if s in paths else s, label_column, image_size,
+                              channels) for s in SPLITS}
+            if "path" in paths:
+                where = {s: f"{paths['path']} [{s}]" for s in SPLITS}
+        else:
+            got = {s: read_table(paths[s], fmt, label_column, image_size, channels) for s in SPLITS}
         raw = {s: (x, y) for s, (x, y, _) in got.items()}
         names = got["train"][2]
-        if "path" in paths:
-            where = {s: f"{paths['path']} [{s}]" for s in SPLITS}
-    else:
-        raw = {s: read_table(paths[s], fmt, label_column, image_size, channels) for s in SPLITS}
     return _finish(raw, where, names)
 
 

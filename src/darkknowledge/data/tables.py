@@ -54,9 +54,25 @@ def _is_image_record(v: Any) -> bool:
     return isinstance(v, dict) and ("bytes" in v or "path" in v)
 
 
+def _hf_names(path: Path, label_column: str) -> list[str] | None:
+    """The class names a Hugging Face parquet export keeps in its schema metadata (a ``ClassLabel`` label)."""
+    import json
+
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        feature = json.loads(meta[b"huggingface"])["info"]["features"][label_column]
+    except (ImportError, KeyError, TypeError, ValueError, OSError):
+        return None
+    names = feature.get("names") if isinstance(feature, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
 def read_table(path: Path, fmt: str, label_column: str, size: int | None = None, channels: int = 1
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of a CSV or parquet file: its image column, else its numeric feature columns."""
+               ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """``(x, y, class names or None)`` of a CSV or parquet file: its image column, else its numeric feature
+    columns; the names of a Hugging Face parquet export's ``ClassLabel`` label."""
     try:
         import pandas as pd
     except ImportError:
@@ -75,8 +91,9 @@ def read_table(path: Path, fmt: str, label_column: str, size: int | None = None,
     images = [c for c in feats.columns if feats[c].dtype == object and _is_image_record(feats[c].iloc[0])]
     if len(images) > 1:
         raise DatasetFormatError(f"{path}: several image columns {images}; keep one")
+    names = _hf_names(path, label_column) if fmt == "parquet" else None
     if images:
-        return _stack_images(list(feats[images[0]]), size, channels, str(path)), df[label_column].to_numpy()
+        return _stack_images(list(feats[images[0]]), size, channels, str(path)), df[label_column].to_numpy(), names
     bad = [c for c in feats.columns if not np.issubdtype(feats[c].dtype, np.number)]
     if bad:
         raise DatasetFormatError(f"{path}: feature columns must be numeric; not: {', '.join(map(str, bad[:5]))}")
@@ -84,7 +101,7 @@ def read_table(path: Path, fmt: str, label_column: str, size: int | None = None,
         raise DatasetFormatError(f"{path}: feature columns hold empty cells (NaN); fill or drop them")
     dtypes = {feats[c].dtype for c in feats.columns}
     as_int = all(np.issubdtype(d, np.integer) for d in dtypes)  # whole numbers keep an integer type (the pixel rule)
-    return feats.to_numpy(dtype=np.int64 if as_int else np.float32), df[label_column].to_numpy()
+    return feats.to_numpy(dtype=np.int64 if as_int else np.float32), df[label_column].to_numpy(), names
 
 
 def read_hf(path: Path, split: str | None, label_column: str, size: int | None = None, channels: int = 1
