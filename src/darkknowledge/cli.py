@@ -227,9 +227,12 @@ def _evaluate_cmd(args: argparse.Namespace) -> int:
 
     if args.dataset and (args.config or args.data):
         raise ValueError("--dataset names a built-in dataset; with --config / --data set data.dataset instead")
-    overrides = [f"data.{kv}" for kv in args.data] + ([f"data.dataset={args.dataset or 'mnist'}"]
-                                                       if not (args.config or args.data) else [])
+    builtin = not (args.config or args.data)  # --dataset: the whole training set is not needed for the test split
+    overrides = [f"data.{kv}" for kv in args.data] + ([f"data.dataset={args.dataset or 'mnist'}"] if builtin else []) \
+        + (["data.val_size=0"] if builtin and args.split == "test" else [])
     cfg = load_config(args.config, overrides).data
+    if args.data and not args.config and cfg.format and not any(kv.startswith("dataset=") for kv in args.data):
+        cfg.dataset = f"{cfg.format} files"  # the name in the table (a config's data.dataset names them otherwise)
     if args.data_dir:
         cfg.data_dir = args.data_dir
     splits = load_splits(cfg, download=args.download)
