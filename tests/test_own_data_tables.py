@@ -113,7 +113,8 @@ def test_jobs_report_as_each_finishes(tmp_path, capsys):
 def test_an_import_path_model_in_the_working_directory_is_found(tmp_path, monkeypatch):
     """As ``python -m`` has it, though a console script's sys.path lacks the working directory."""
     (tmp_path / "cwdnets.py").write_text("import torch\n\nclass Net(torch.nn.Linear):\n"
-                                         "    def __init__(self, num_classes=3):\n        super().__init__(4, num_classes)\n")
+                                         "    def __init__(self, num_classes=3):\n"
+                                         "        super().__init__(4, num_classes)\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
     assert dk.create_model("cwdnets:Net", num_classes=5).out_features == 5
