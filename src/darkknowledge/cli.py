@@ -241,17 +241,17 @@ def _evaluate_cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"{cfg.dataset}: the {args.split} split is empty (data.val_size is 0?)")
     x, y, what = part.x, part.y, f"{cfg.dataset!r} inputs of shape {tuple(part.x.shape[1:])}"
 
-    def logits(path: str) -> Tensor:
+    def logits(path: str, who: str = "") -> Tensor:
         model = load_model(path)
         out = getattr(model, "num_classes", splits.num_classes)
         if out != splits.num_classes:
-            raise ValueError(f"{path} has {out} outputs but {cfg.dataset} has {splits.num_classes} classes")
+            raise ValueError(f"{who}{path} has {out} outputs but {cfg.dataset} has {splits.num_classes} classes")
         try:
             return predict_logits(model, x)
         except RuntimeError as e:
-            raise ValueError(f"{path} cannot take {what}: {str(e).splitlines()[0]}") from None
+            raise ValueError(f"{who}{path} cannot take {what}: {str(e).splitlines()[0]}") from None
 
-    t_logits = logits(args.teacher) if args.teacher else None
+    t_logits = logits(args.teacher, "teacher ") if args.teacher else None
     rows = {m: {**classification_metrics(lg, y), **(agreement_metrics(lg, t_logits) if t_logits is not None else {})}
             for m in args.models for lg in [logits(m)]}
     if t_logits is not None and args.teacher not in rows:
