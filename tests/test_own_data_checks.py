@@ -116,6 +116,24 @@ def test_layout_channel_axis_for_every_image_array(tmp_path):
     assert raw["train"][0].shape == (20, 16)
 
 
+class Twelve(torch.nn.Module):
+    """A user's model that ignores ``num_classes`` (12 outputs whatever the data)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 12)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Pair(Twelve):
+    """A user's model that returns (logits, features)."""
+
+    def forward(self, x):
+        return self.fc(x), x
+
+
 def _cfg(tmp_path: Path, files: dict, **over) -> dk.TrainConfig:
     d = {"epochs": 1, "batch_size": 8, "threads": 1, "out_dir": str(tmp_path / "run"),
          "model": {"name": "mlp", "args": {"in_features": 16, "hidden": [8]}},
@@ -130,6 +148,9 @@ def _cfg(tmp_path: Path, files: dict, **over) -> dk.TrainConfig:
      r"model has 6 outputs but the dataset has 4 classes"),
     ({"data": {"augment": [{"name": "shift", "max": 1}]}}, r"shift: needs an image shape"),
     ({"model": {"name": "small_cnn", "args": {}}}, r"the student \(small_cnn\) cannot take 'mine' inputs of shape \(16,\)"),
+    ({"model": {"name": "test_own_data_checks:Twelve", "args": {}}},
+     r"the student \(test_own_data_checks:Twelve\) returns 12 outputs but 'mine' has 4 classes"),
+    ({"model": {"name": "test_own_data_checks:Pair", "args": {}}}, r"returns a tuple but 'mine' has 4 classes"),
 ])
 def test_refused_before_the_run_folder_exists(tmp_path, over, match):
     files = _npz(tmp_path, X8.reshape(20, 16), Y)  # flat features: no image shape

