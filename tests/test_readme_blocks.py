@@ -51,8 +51,19 @@ def test_every_block_is_run_or_says_why_not():
 @pytest.mark.parametrize("line, code", [(b[0], b[2]) for b in BLOCKS if b[1] == "yaml" and b[3] is None],
                          ids=lambda v: str(v) if isinstance(v, int) else "")
 def test_yaml_blocks_are_valid_configs(line, code):
-    docs = [d for d in yaml.safe_load_all(code) if d]
-    assert docs, f"README.md:{line}: empty"
+    """Each config of the block: a block of alternatives (``data: ...`` on several lines) is split where a
+    top-level key comes again, so no alternative is lost to YAML's last-key-wins."""
+    chunks, keys = [[]], set()
+    for ln in code.splitlines():
+        key = re.match(r"^([A-Za-z_]\w*):", ln)
+        if key and key.group(1) in keys:
+            chunks.append([])
+            keys = set()
+        if key:
+            keys.add(key.group(1))
+        chunks[-1].append(ln)
+    docs = [yaml.safe_load("\n".join(c)) for c in chunks]
+    assert docs and all(docs), f"README.md:{line}: empty"
     for d in docs:
         validate(d, source=f"README.md:{line}")
 
