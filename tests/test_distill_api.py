@@ -148,6 +148,10 @@ def test_train_refuses_a_dict_for_config_and_splits():
         dk.train({"epochs": 1})
     with pytest.raises(TypeError, match="splits must be a darkknowledge.data.Splits"):
         dk.train(dk.TrainConfig(), splits={"train": None})
+    x, y = _data(n=40)
+    part = dk.data.TensorData(x, y.to(torch.uint8))
+    with pytest.raises(TypeError, match=r"splits.train.y: labels must be integer class ids .*uint8"):
+        dk.train(dk.TrainConfig(), splits=dk.data.Splits(part, part, part, 3, "mine"))
 
 
 class _Noisy(torch.utils.data.Dataset):

@@ -120,3 +120,22 @@ def test_the_same_through_dk_distill_with_a_dataloader(subset, tmp_path):
     assert rec["config"]["model"] == {"name": "mlp", "args": {"hidden": [64], "num_classes": 10}}  # the real model
     assert rec["dataset"]["input_shape"] == [1, 28, 28]
     assert (rec["dataset"]["train"], rec["dataset"]["val"], rec["dataset"]["test"]) == (360, 40, N_TEST)
+
+
+def test_a_datasets_parquet_export_reads_like_its_folder(subset, tmp_path):
+    """``ds.to_parquet`` keeps the images as encoded bytes and the ClassLabel names in the schema: the
+    ``parquet`` format gives the tensors and names of the ``hf`` folder it came from."""
+    datasets = pytest.importorskip("datasets")
+    from darkknowledge.data.files import load_files
+
+    data = write_copy("hf", tmp_path, subset)
+    dd = datasets.load_from_disk(data["files"]["path"])
+    for split in ("train", "test"):
+        dd[split].to_parquet(str(tmp_path / f"{split}.parquet"))
+    a, names_a = load_files("hf", data["files"])
+    b, names_b = load_files("parquet", {s: str(tmp_path / f"{s}.parquet") for s in ("train", "test")})
+    assert names_a == names_b == [f"digit{i}" for i in range(10)]
+    for split in ("train", "test"):
+        assert torch.equal(a[split][0], b[split][0]) and torch.equal(a[split][1], b[split][1])
+    x, y, _, _ = subset
+    assert torch.equal(a["train"][0], torch.from_numpy(x).float().unsqueeze(1) / 255)  # the pixel rule, NCHW

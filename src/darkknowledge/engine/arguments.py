@@ -54,6 +54,11 @@ def check_train_args(cfg: Any, splits: Any, student: Any, teacher: Any, callback
     if splits is not None and not isinstance(splits, Splits):
         raise TypeError(f"splits must be a darkknowledge.data.Splits (train / val / test TensorData) or None, got "
                         f"{type(splits).__name__} — or give tensors, a Dataset or a DataLoader to dk.distill")
+    if splits is not None:
+        from ..data.convert import as_labels
+
+        for part in ("train", "val", "test"):
+            as_labels(getattr(splits, part).y, f"splits.{part}.y")
     if student is not None:
         check_student(student)
     check_teacher(teacher)
