@@ -4,8 +4,9 @@ Accepted: a tensor (or numpy array) ``x`` with labels ``y``, a ``TensorData``, a
 ``torch.utils.data.Dataset`` whose items are ``(input, label)`` pairs, or a ``DataLoader`` over such a
 dataset. A ``DataLoader`` given for training is used **as given** (:class:`LoaderData`): every epoch
 iterates it afresh — its batch size, sampler (shuffling), ``collate_fn``, ``drop_last`` and the dataset's
-own transforms all apply — seeded by ``(seed, epoch)`` so a run resumes exactly; elsewhere (validation,
-test) it is read once, in its order.
+own transforms all apply — seeded by ``(seed, epoch)`` (torch's, numpy's and Python's random numbers) so a
+run resumes exactly; elsewhere (validation, test) it is read once, in its order. A validation part split off
+a training loader goes through the dataset's transforms too (read once, seeded): pass ``val=`` to avoid them.
 
 Wrong types are a ``TypeError`` that says what was expected; labels must be integer class ids
 (``int64``; other signed integer types are converted; ``uint8``, ``bool``, floats and strings are refused,
@@ -14,6 +15,9 @@ since each usually means a mistake upstream — a mask, a one-hot or regression 
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 
 from . import TensorData
 
-__all__ = ["as_tensor_data", "as_labels", "LoaderData", "loader_settings", "split_loader"]
+__all__ = ["as_tensor_data", "as_labels", "LoaderData", "loader_settings", "split_loader", "seeded"]
 
 _ACCEPTED = "a tensor or numpy array (with labels y), a TensorData, a Dataset of (input, label) pairs or a DataLoader"
 
@@ -130,7 +134,24 @@ def split_loader(loader: DataLoader, val_fraction: float, seed: int) -> tuple[Da
           "pin_memory": loader.pin_memory, "worker_init_fn": loader.worker_init_fn}
     train = DataLoader(Subset(loader.dataset, tr.tolist()), **kw)
     val = DataLoader(Subset(loader.dataset, va.tolist()), **{**kw, "shuffle": False, "drop_last": False})
-    return train, as_tensor_data(val, name="x (validation part)")
+    with seeded(seed):  # the dataset's own transforms apply to these examples too (pass val= to avoid them)
+        return train, as_tensor_data(val, name="x (validation part)")
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's, numpy's and Python's global random numbers fixed by ``seed`` inside, restored after: a loader's
+    sampler, its workers' seeds and the dataset's random transforms draw the same numbers on every pass."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 @dataclass
@@ -150,18 +171,13 @@ class LoaderData(TensorData):
 
     @staticmethod
     def _pass(loader: DataLoader, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
-        with torch.random.fork_rng(devices=[]):  # the sampler's and the transforms' draws, fixed by (seed, epoch)
-            torch.manual_seed(seed * 100_003 + epoch)
-            np_state = np.random.get_state()
-            np.random.seed((seed * 100_003 + epoch) % 2**32)
-            try:
-                return _read(loader, "x")
-            finally:
-                np.random.set_state(np_state)
+        with seeded(seed * 100_003 + epoch):
+            return _read(loader, "x")
 
     def epoch_data(self, seed: int, epoch: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        """``((x, y), order)`` of one epoch: the loader's batches of this epoch, concatenated, in its order."""
-        x, y = self._pass(self.loader, seed, epoch)
+        """``((x, y), order)`` of one epoch: the loader's batches of this epoch, concatenated, in its order
+        (epoch 0 is the first pass, already read with the same seed)."""
+        x, y = (self.x, self.y) if epoch == 0 else self._pass(self.loader, seed, epoch)
         if len(y) != len(self.y):
             raise ValueError(f"x: the DataLoader yielded {len(y)} examples in epoch {epoch + 1} but {len(self.y)} "
                              "in the first; it must yield the same number every epoch")

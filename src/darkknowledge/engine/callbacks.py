@@ -10,9 +10,10 @@ each callback's hooks at fixed points. The built-ins are installed from the conf
   checkpoint belongs to the loop itself);
 * :class:`MetricsCSV` — ``metrics.csv``, rewritten whole from the history each epoch;
 * :class:`TensorBoard`— scalars per epoch into ``<run>/tensorboard/`` when ``tensorboard`` is installed;
-* :class:`Guidance`   — the two usual reasons distillation does not help (Hinton et al. 2015 §2-3), as
-  warnings in ``record["warnings"]``: a teacher not clearly better than its student on validation, and
-  a soft term that has not moved over the first three epochs.
+* :class:`Guidance`   — the usual reasons distillation does not help (Hinton et al. 2015 §2-3), as
+  warnings in ``record["warnings"]``: before training, a teacher not ahead of a labels-only baseline on
+  validation (:func:`~darkknowledge.metrics.labels_baseline_accuracy`); after it, a teacher not clearly
+  better than its student on validation, and a soft term that has not moved over the first three epochs.
 
 User callbacks (``dk.train(cfg, callbacks=[...])``, ``dk.distill(..., callbacks=[...])``) run after the
 built-ins. Subclass :class:`Callback` and override any of:
