@@ -64,6 +64,10 @@ CASES = [
      ("warning", r"train.csv, .*test.csv: integer inputs in 0..255 are taken as 8-bit pixels")),
     ("0..255 floats in a CSV: as they are, warned", "csv", lambda d: _csv(d, X8.astype(np.float32) + 0.5, Y),
      ("warning", r"inputs range over \[0.5, 25\d.5\] and are used as they are")),
+    ("NaN inputs", "npz", lambda d: _npz(d, np.where(np.arange(X8.size).reshape(X8.shape) == 50, np.nan, X8), Y),
+     ("error", r"train.npz: inputs include NaN or inf \(e.g. at example 3\)")),
+    ("a CSV with only its label column", "csv", lambda d: _csv(d, X8[:, :0, :0], Y),
+     ("error", r"train.csv: no feature columns beside the label column 'label'")),
     ("an empty class folder", "images", lambda d: _images(d, True), ("error", r"class folders \['emu'\] hold no images")),
     ("integer labels 0..C-1: as they are", "npz", lambda d: _npz(d, X8, Y), ("ok", None)),
 ]

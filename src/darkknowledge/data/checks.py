@@ -58,6 +58,14 @@ def image_layout(x: np.ndarray, where: str) -> np.ndarray:
 
 def scale_inputs(xs: dict[str, np.ndarray], where: dict[str, str]) -> dict[str, Tensor]:
     """The splits' inputs as float32 tensors, scaled by the module's rule (one decision for all splits)."""
+    for s, x in xs.items():
+        if x.size == 0:
+            raise DatasetFormatError(f"{where[s]}: inputs of shape {tuple(x.shape)} hold no values")
+        if x.dtype.kind not in "iubf":
+            raise DatasetFormatError(f"{where[s]}: inputs must be numbers, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DatasetFormatError(f"{where[s]}: inputs include NaN or inf (e.g. at example "
+                                     f"{int(np.argwhere(~np.isfinite(x))[0][0])})")
     ints = all(np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_ for x in xs.values())
     lo = min(float(x.min()) for x in xs.values())
     hi = max(float(x.max()) for x in xs.values())

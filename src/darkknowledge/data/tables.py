@@ -88,6 +88,8 @@ def read_table(path: Path, fmt: str, label_column: str, size: int | None = None,
     if len(df) == 0:
         raise DatasetFormatError(f"{path}: no rows")
     feats = df.drop(columns=[label_column])
+    if feats.shape[1] == 0:
+        raise DatasetFormatError(f"{path}: no feature columns beside the label column {label_column!r}")
     images = [c for c in feats.columns if feats[c].dtype == object and _is_image_record(feats[c].iloc[0])]
     if len(images) > 1:
         raise DatasetFormatError(f"{path}: several image columns {images}; keep one")
