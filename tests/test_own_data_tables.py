@@ -138,3 +138,17 @@ def test_evaluate_never_downloads_unless_asked(tmp_path, monkeypatch, capsys):
     dk.save_model(dk.create_model("mlp", num_classes=10), model, "mlp", {"num_classes": 10})
     assert main(["evaluate", str(model), "--dataset", "mnist", "--data-dir", str(tmp_path / "empty")]) == 2
     assert "downloading disabled" in capsys.readouterr().err
+
+
+def test_evaluate_reads_only_the_data_of_a_distill_config(tmp_path, capsys):
+    """A student config whose teachers come from ``distill --teacher`` names its data all the same;
+    ``--split val`` scores the validation split the run selected on; a missing model file is said first."""
+    (tmp_path / "c.yaml").write_text("model: {name: mlp}\ndata: {dataset: digits, val_size: 200}\n"
+                                     "distill: {temperature: 4}\n")
+    model = tmp_path / "m.safetensors"
+    dk.save_model(dk.create_model("mlp", in_features=64, num_classes=10), model, "mlp",
+                  {"in_features": 64, "num_classes": 10})
+    assert main(["evaluate", str(model), "--config", str(tmp_path / "c.yaml"), "--split", "val"]) == 0
+    assert "digits val split (200 examples)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "nope.safetensors"), "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "model file not found" in capsys.readouterr().err

@@ -219,10 +219,10 @@ def _print_metrics(rows: dict[str, dict], title: str = "") -> None:
 
 
 def _evaluate_cmd(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .data import load_splits
     from .metrics import agreement_metrics, classification_metrics, predict_logits
-    from .models import load_model
+    from .models import ModelFileError, load_model
     from .utils import atomic_write_json
 
     if args.dataset and (args.config or args.data):
@@ -230,7 +230,15 @@ def _evaluate_cmd(args: argparse.Namespace) -> int:
     builtin = not (args.config or args.data)  # --dataset: the whole training set is not needed for the test split
     overrides = [f"data.{kv}" for kv in args.data] + ([f"data.dataset={args.dataset or 'mnist'}"] if builtin else []) \
         + (["data.val_size=0"] if builtin and args.split == "test" else [])
-    cfg = load_config(args.config, overrides).data
+    for m in [*args.models, *([args.teacher] if args.teacher else [])]:  # before the data is loaded
+        if not Path(m).is_file():
+            raise ModelFileError(f"model file not found: {m}")
+    try:
+        cfg = load_config(args.config, overrides).data
+    except ConfigError as e:  # a distill config whose teachers come from `distill --teacher`: only its data is read
+        if "distill.teachers" not in str(e):
+            raise
+        cfg = load_config(args.config, [*overrides, "distill.teachers=[]"]).data
     if args.data and not args.config and cfg.format and not any(kv.startswith("dataset=") for kv in args.data):
         cfg.dataset = f"{cfg.format} files"  # the name in the table (a config's data.dataset names them otherwise)
     if args.data_dir:
