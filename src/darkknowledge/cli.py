@@ -198,11 +198,16 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
     print(f"sweep of {len(res['cells'])} runs; {Path(args.out) / 'sweep.json'}; best on validation: "
           f"{res['best_on_validation']}")
     print(markdown_table(keys + ["val acc", "test acc", "test errors", "epoch"], [
-        [json.dumps(c["values"][k]) if k in c["values"] else c["baseline"] for k in keys]
+        [_cell(c["values"][k]) if k in c["values"] else c["baseline"] for k in keys]
         + [f"{c['val_accuracy']:.4f}" if c["val_accuracy"] is not None else "–", f"{c['test_accuracy']:.4f}",
            c["test_errors"], c["selected_epoch"]]
         for c in res["cells"] + res["baseline"]]))
     return 0
+
+
+def _cell(v) -> str:
+    """A grid value in a table: as written (strings without quotes, lists and numbers as JSON)."""
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _print_metrics(rows: dict[str, dict], title: str = "") -> None:
