@@ -115,7 +115,8 @@ def test_the_model_selected_on_validation_is_kept_and_reported_when_it_is_not_th
     on_disk = json.loads((tmp_path / "r" / "run.json").read_text())
     assert on_disk["final"] == rec["final"] and on_disk["epochs"] == rec["epochs"]
     assert on_disk["config"] == cfg.model_dump() and on_disk["seed"] == 3
-    assert on_disk["dataset"] == {"name": "synthetic", "train": len(splits.train), "val": 2000, "test": len(splits.test)}
+    assert on_disk["dataset"] == {"name": "synthetic", "train": len(splits.train), "val": 2000, "test": len(splits.test),
+                                  "input_shape": [64]}
     assert on_disk["machine"]["packages"]["torch"] == torch.__version__
     assert 0 < on_disk["cpu_time_s"] and 0 < on_disk["wall_time_s"]
 

@@ -103,7 +103,7 @@ def test_train_from_a_yaml_config_alone(fmt, subset, tmp_path):
 def test_checksums_are_checked_only_when_given(subset, tmp_path):
     data = _write("npz", tmp_path, subset)
     raw, names = load_files("npz", data["files"])
-    assert raw["train"][0].shape == (600, 28, 28) and names is None
+    assert raw["train"][0].shape == (600, 1, 28, 28) and names is None  # the channel axis of built-in mnist
     assert float(raw["train"][0].max()) <= 1.0  # uint8 scaled
     good = dk.data.common.sha256_file(data["files"]["train"])
     load_files("npz", data["files"], {"train": good})

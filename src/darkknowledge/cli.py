@@ -9,8 +9,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 EPILOG = """examples:
   darkknowledge demo --data-dir ../shared/data
@@ -19,6 +23,7 @@ EPILOG = """examples:
   darkknowledge distill --config configs/mnist_student.yaml --teacher runs/teacher/best.safetensors \\
       out_dir=runs/distilled distill.temperature=20
   darkknowledge evaluate runs/teacher/best.safetensors runs/distilled/best.safetensors
+  darkknowledge evaluate runs/mine/best.safetensors --config my_digits.yaml --teacher runs/teacher/best.safetensors
   darkknowledge reproduce hinton-mnist --quick --workers 2
   darkknowledge ensemble --config configs/mnist_student.yaml --members 10 --workers 2 --out runs/ens
   darkknowledge distill --config configs/mnist_student.yaml --teacher runs/ens/ensemble.json --out runs/from_ens
@@ -85,12 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="append", default=None, help="teacher file or ensemble.json (distills)")
     p.add_argument("--out", required=True, help="output folder (one run folder per cell, sweep.json)")
     p.add_argument("overrides", nargs="*", help="key=value (fixed) or key=v1,v2,... (a grid axis)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="no labels-only baseline row (a distillation sweep trains one per non-distillation cell)")
     _add_pool(p)
     _add_common(p)
 
-    p = sub.add_parser("evaluate", help="metrics table for one or more model files")
+    p = sub.add_parser("evaluate", help="metrics table (accuracy, calibration, agreement) for model files on the "
+                                        "data a config names, or a built-in dataset")
     p.add_argument("models", nargs="+")
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--config", help="a config whose data section names the data (your own files or a built-in set)")
+    p.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="data keys as in a config's data section, e.g. format=npz files.train=a.npz files.test=b.npz")
+    p.add_argument("--dataset", default=None, help="a built-in dataset (default mnist when no --config / --data)")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="which split to score (default test)")
+    p.add_argument("--download", action="store_true", help="download a built-in dataset that is not found locally")
     p.add_argument("--teacher", help="model file whose agreement with each model is reported")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     _add_common(p)
@@ -135,7 +148,11 @@ def _train_cmd(args: argparse.Namespace) -> int:
     rec = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
         return 0
-    _print_metrics({cfg.name: rec["final"]["test"]}, title=f"test metrics (model selected at epoch "
+    rows = {cfg.name: rec["final"]["test"]}
+    if "teacher_test" in rec["final"]:  # the teacher beside its student
+        rows = {f"teacher ({', '.join(Path(t).name for t in cfg.distill.teachers)})": rec["final"]["teacher_test"],
+                **rows}
+    _print_metrics(rows, title=f"test metrics (model selected at epoch "
                    f"{rec['final']['selected_epoch']} on validation); run record {Path(cfg.out_dir) / 'run.json'}")
     return 0
 
@@ -157,8 +174,9 @@ def _ensemble_cmd(args: argparse.Namespace) -> int:
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
     m = train_ensemble(cfg, args.members, args.out, progress=not args.no_progress, **_pool_args(args))
-    _print_metrics({f"member{i} (seed {r['seed']})": r["test"] for i, r in enumerate(m["members"])},
-                   title=f"ensemble members, test metrics; manifest {Path(args.out) / 'ensemble.json'} "
+    rows = {f"member{i} (seed {r['seed']})": r["test"] for i, r in enumerate(m["members"])}
+    rows[f"ensemble of {len(m['members'])} ({m['combine']})"] = m["ensemble"]["test"]
+    _print_metrics(rows, title=f"ensemble members, test metrics; manifest {Path(args.out) / 'ensemble.json'} "
                          "(pass it to distill --teacher)")
     return 0
 
@@ -175,15 +193,21 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
     res = sweep(cfg, [o for o in args.overrides if o not in fixed], args.out, progress=not args.no_progress,
-                **_pool_args(args))
+                baseline=not args.no_baseline, **_pool_args(args))
     keys = [a["key"] for a in res["axes"]]
     print(f"sweep of {len(res['cells'])} runs; {Path(args.out) / 'sweep.json'}; best on validation: "
           f"{res['best_on_validation']}")
     print(markdown_table(keys + ["val acc", "test acc", "test errors", "epoch"], [
-        [c["values"][k] for k in keys] + [f"{c['val_accuracy']:.4f}" if c["val_accuracy"] is not None else "–",
-                                          f"{c['test_accuracy']:.4f}", c["test_errors"], c["selected_epoch"]]
-        for c in res["cells"]]))
+        [_cell(c["values"][k]) if k in c["values"] else c["baseline"] for k in keys]
+        + [f"{c['val_accuracy']:.4f}" if c["val_accuracy"] is not None else "–", f"{c['test_accuracy']:.4f}",
+           c["test_errors"], c["selected_epoch"]]
+        for c in res["cells"] + res["baseline"]]))
     return 0
+
+
+def _cell(v) -> str:
+    """A grid value in a table: as written (strings without quotes, lists and numbers as JSON)."""
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _print_metrics(rows: dict[str, dict], title: str = "") -> None:
@@ -200,33 +224,52 @@ def _print_metrics(rows: dict[str, dict], title: str = "") -> None:
 
 
 def _evaluate_cmd(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .metrics import evaluate, predict_logits
-    from .models import load_model
+    from .config import ConfigError, load_config
+    from .data import load_splits
+    from .metrics import agreement_metrics, classification_metrics, predict_logits
+    from .models import ModelFileError, load_model
     from .utils import atomic_write_json
 
-    splits = load_dataset(args.dataset, args.data_dir, val_size=0)
-    x, y = splits.test.x, splits.test.y
+    if args.dataset and (args.config or args.data):
+        raise ValueError("--dataset names a built-in dataset; with --config / --data set data.dataset instead")
+    builtin = not (args.config or args.data)  # --dataset: the whole training set is not needed for the test split
+    overrides = [f"data.{kv}" for kv in args.data] + ([f"data.dataset={args.dataset or 'mnist'}"] if builtin else []) \
+        + (["data.val_size=0"] if builtin and args.split == "test" else [])
+    for m in [*args.models, *([args.teacher] if args.teacher else [])]:  # before the data is loaded
+        if not Path(m).is_file():
+            raise ModelFileError(f"model file not found: {m}")
     try:
-        t_logits = predict_logits(load_model(args.teacher), x) if args.teacher else None
-    except RuntimeError as e:
-        raise ValueError(f"teacher {args.teacher} cannot take {args.dataset!r} inputs of shape "
-                         f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
-    rows = {}
-    if t_logits is not None and t_logits.shape[1] != splits.num_classes:
-        raise ValueError(f"teacher {args.teacher} has {t_logits.shape[1]} outputs but {args.dataset} has "
-                         f"{splits.num_classes} classes")
-    for m in args.models:
-        model = load_model(m)
+        cfg = load_config(args.config, overrides).data
+    except ConfigError as e:  # a distill config whose teachers come from `distill --teacher`: only its data is read
+        if "distill.teachers" not in str(e):
+            raise
+        cfg = load_config(args.config, [*overrides, "distill.teachers=[]"]).data
+    if args.data and not args.config and cfg.format and not any(kv.startswith("dataset=") for kv in args.data):
+        cfg.dataset = f"{cfg.format} files"  # the name in the table (a config's data.dataset names them otherwise)
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    splits = load_splits(cfg, download=args.download)
+    part = getattr(splits, args.split)
+    if len(part) == 0:
+        raise ValueError(f"{cfg.dataset}: the {args.split} split is empty (data.val_size is 0?)")
+    x, y, what = part.x, part.y, f"{cfg.dataset!r} inputs of shape {tuple(part.x.shape[1:])}"
+
+    def logits(path: str, who: str = "") -> Tensor:
+        model = load_model(path)
         out = getattr(model, "num_classes", splits.num_classes)
         if out != splits.num_classes:
-            raise ValueError(f"{m} has {out} outputs but {args.dataset} has {splits.num_classes} classes")
+            raise ValueError(f"{who}{path} has {out} outputs but {cfg.dataset} has {splits.num_classes} classes")
         try:
-            rows[m] = evaluate(model, x, y, t_logits)
+            return predict_logits(model, x)
         except RuntimeError as e:
-            raise ValueError(f"{m} cannot take {args.dataset!r} inputs of shape {tuple(x.shape[1:])}: "
-                             f"{str(e).splitlines()[0]}") from None
-    _print_metrics(rows, title=f"{args.dataset} test set ({len(y)} examples)")
+            raise ValueError(f"{who}{path} cannot take {what}: {str(e).splitlines()[0]}") from None
+
+    t_logits = logits(args.teacher, "teacher ") if args.teacher else None
+    rows = {m: {**classification_metrics(lg, y), **(agreement_metrics(lg, t_logits) if t_logits is not None else {})}
+            for m in args.models for lg in [logits(m)]}
+    if t_logits is not None and args.teacher not in rows:
+        rows[f"{args.teacher} (teacher)"] = classification_metrics(t_logits, y)
+    _print_metrics(rows, title=f"{cfg.dataset} {args.split} split ({len(y)} examples)")
     if args.json:
         atomic_write_json(args.json, rows)
     return 0

@@ -69,7 +69,7 @@ class DataConfig(_Strict):
     augment_shape: list[int] | None = None
     #: a user's own files instead of a built-in dataset (``dataset`` then only names them in the records);
     #: see :mod:`darkknowledge.data.files` for the keys of ``files`` per format
-    format: Literal["idx", "npz", "npy", "images", "csv", "parquet"] | None = None
+    format: Literal["idx", "npz", "npy", "images", "csv", "parquet", "hf"] | None = None
     files: dict[str, str] = Field(default_factory=dict)
     #: optional sha256 per file (checked when given)
     sha256: dict[str, str] = Field(default_factory=dict)
@@ -109,7 +109,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _files_need_format(self) -> DataConfig:
         if (self.files or self.sha256) and self.format is None:
-            raise ValueError("data.files / data.sha256 need data.format (idx, npz, npy, images, csv or parquet)")
+            raise ValueError("data.files / data.sha256 need data.format (idx, npz, npy, images, csv, parquet or hf)")
         if self.format is not None and not self.files:
             raise ValueError(f"data.format {self.format!r} needs data.files")
         if len(self.arrays) != 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -18,10 +19,13 @@ from .common import ENV_VAR, ChecksumError, DatasetNotFoundError, RemoteFile, ca
 from .mnist import IDXFormatError, load_digits, load_mnist, read_idx
 from .registry import get_dataset, list_datasets, register_dataset
 
+if TYPE_CHECKING:
+    from ..config import DataConfig
+
 __all__ = [
     "ENV_VAR", "ChecksumError", "DatasetNotFoundError", "IDXFormatError", "RemoteFile", "TensorData",
     "Splits", "candidate_dirs", "locate_files", "read_idx", "load_mnist", "load_digits", "register_dataset",
-    "load_dataset", "list_datasets", "train_val_split",
+    "load_dataset", "load_splits", "list_datasets", "train_val_split",
 ]
 
 
@@ -86,3 +90,19 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, val_size:
     full = TensorData(xtr, ytr)
     tr, va = train_val_split(len(full), val_size, split_seed)
     return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), n_cls, name)
+
+
+def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
+    """The splits a config's ``data`` section names: a built-in dataset (downloaded only when ``download``),
+    or the user's files of ``cfg.format`` (:mod:`.files`); validation carved from training, seeded."""
+    if cfg.format is None:
+        return load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed, download=download)
+    from .files import load_files
+
+    raw, names = load_files(cfg.format, cfg.files, cfg.sha256, cfg.label_column, tuple(cfg.arrays), cfg.image_size,
+                            cfg.channels)
+    (xtr, ytr), (xte, yte) = raw["train"], raw["test"]
+    n_cls = len(names) if names else int(ytr.max()) + 1  # every class occurs in training (files.load_files checks)
+    full = TensorData(xtr, ytr)
+    tr, va = train_val_split(len(full), cfg.val_size, cfg.split_seed)
+    return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), n_cls, cfg.dataset, names)

@@ -10,9 +10,10 @@ each callback's hooks at fixed points. The built-ins are installed from the conf
   checkpoint belongs to the loop itself);
 * :class:`MetricsCSV` — ``metrics.csv``, rewritten whole from the history each epoch;
 * :class:`TensorBoard`— scalars per epoch into ``<run>/tensorboard/`` when ``tensorboard`` is installed;
-* :class:`Guidance`   — the two usual reasons distillation does not help (Hinton et al. 2015 §2-3), as
-  warnings in ``record["warnings"]``: a teacher not clearly better than its student on validation, and
-  a soft term that has not moved over the first three epochs.
+* :class:`Guidance`   — the usual reasons distillation does not help (Hinton et al. 2015 §2-3), as
+  warnings in ``record["warnings"]``: before training, a teacher not ahead of a labels-only baseline on
+  validation (:func:`~darkknowledge.metrics.labels_baseline_accuracy`); after it, a teacher not clearly
+  better than its student on validation, and a soft term that has not moved over the first three epochs.
 
 User callbacks (``dk.train(cfg, callbacks=[...])``, ``dk.distill(..., callbacks=[...])``) run after the
 built-ins. Subclass :class:`Callback` and override any of:
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..metrics import classification_metrics, predict_logits
+from ..metrics import classification_metrics, labels_baseline_accuracy, predict_logits
 from ..utils import atomic_write_text
 
 if TYPE_CHECKING:
@@ -197,15 +198,15 @@ class Checkpoint(Callback):
 # --------------------------------------------------------------------------- metrics.csv and TensorBoard
 
 
-def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, int | float]:
     """``{"val": {"accuracy": …}}`` → ``{"val/accuracy": …}`` (numbers only)."""
-    out: dict[str, float] = {}
+    out: dict[str, int | float] = {}
     for k, v in row.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, key + "/"))
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
+            out[key] = v  # ints stay ints in metrics.csv (errors, n, epoch)
     return out
 
 
@@ -272,6 +273,19 @@ def teacher_margin_warning(teacher_val: dict[str, Any] | None, student_val: dict
     return msg
 
 
+def teacher_baseline_warning(teacher_val: dict[str, Any], baseline_accuracy: float | None) -> str | None:
+    """A warning, before training, when the teacher's validation accuracy is not above a labels-only
+    baseline's (:func:`~darkknowledge.metrics.labels_baseline_accuracy`)."""
+    if baseline_accuracy is None or teacher_val["accuracy"] > baseline_accuracy:
+        return None
+    msg = (f"the teacher is not ahead of a labels-only baseline on validation (accuracy "
+           f"{100 * teacher_val['accuracy']:.2f}% vs {100 * baseline_accuracy:.2f}% for a logistic regression on "
+           "the training labels): distilling from it can only pass on its mistakes — check the teacher file and the "
+           "data it was trained on, or train from labels")
+    log.warning(msg)
+    return msg
+
+
 def soft_term_warning(history: list[dict[str, Any]], epochs: int = 3, min_change: float = 0.01) -> str | None:
     """A warning when the logged soft term (``T²·KL``, 0 when the student matches the teacher) changed by
     less than ``min_change`` (relative) over the first ``epochs`` epochs."""
@@ -305,6 +319,11 @@ class Guidance(Callback):
         val = run.splits.val
         logits = run.teacher_logits(val.x) if len(val) else None
         self.teacher_val = classification_metrics(logits, val.y) if logits is not None else None
+        if self.teacher_val is not None and run.state.global_step == 0:  # before training: the teacher vs labels
+            tr = run.splits.train
+            base = labels_baseline_accuracy(tr.x, tr.y, val.x, val.y)
+            if msg := teacher_baseline_warning(self.teacher_val, base):
+                self.warnings.append(msg)
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         if msg := soft_term_warning(run.state.history):

@@ -4,7 +4,8 @@
   ten acoustic models differing only in initialisation); writes ``ensemble.json``, a manifest that
   ``distill`` accepts as its teacher (``--teacher DIR/ensemble.json``), with each member's sha256.
 * :func:`sweep` — the Cartesian product of ``key=v1,v2,...`` overrides; one run per cell; a table of
-  validation and test results (``sweep.json``), the best cell chosen on validation.
+  validation and test results (``sweep.json``), the best cell chosen on validation; a distillation sweep
+  also has labels-only baseline rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, TrainConfig, apply_overrides
+from ..config import ConfigError, TrainConfig, apply_overrides, parse_overrides
 from ..data.common import sha256_file
 from ..teachers import write_manifest
 from ..utils import atomic_write_json
@@ -37,7 +38,23 @@ def train_ensemble(cfg: TrainConfig, members: int, out: str | Path, executor: st
              "sha256": sha256_file(Path(j.out_dir) / "best.safetensors"), "test": r["final"]["test"],
              "val": r["final"]["val"]} for j, r in zip(jobs, records)]
     combine = cfg.distill.combine if cfg.distill is not None else "arithmetic"
-    return write_manifest(out / "ensemble.json", rows, combine, config=cfg.model_dump())
+    return write_manifest(out / "ensemble.json", rows, combine, config=cfg.model_dump(),
+                          ensemble=ensemble_metrics(cfg, [r["path"] for r in rows], combine))
+
+
+def ensemble_metrics(cfg: TrainConfig, paths: list[str], combine: str) -> dict[str, Any]:
+    """The ensemble's own validation and test metrics — its members' predictions combined as a teacher
+    combines them (``combine`` at T = 1, :class:`~darkknowledge.teachers.Ensemble`) — for the row beside
+    the members'."""
+    from ..data import load_splits
+    from ..metrics import classification_metrics, predict_logits
+    from ..models import load_model
+    from ..teachers import Ensemble
+
+    splits = load_splits(cfg.data)
+    ens = Ensemble([load_model(p) for p in paths], combine)
+    return {part: classification_metrics(predict_logits(ens, d.x), d.y) if len(d) else None
+            for part, d in (("val", splits.val), ("test", splits.test))}
 
 
 def split_values(raw: str) -> list[str]:
@@ -86,11 +103,46 @@ def _slug(key: str, value: str) -> str:
     return f"{short}{re.sub(r'[^A-Za-z0-9.]+', '-', value).strip('-')}"
 
 
+#: keys of a distillation's settings: a labels-only baseline run leaves them out
+_TEACHING = ("distill", "method", "method_args")
+
+
+def _typed(raw: str) -> Any:
+    """A grid value as the config reads it (``"4"`` → 4, ``"[300,300]"`` → [300, 300])."""
+    return parse_overrides([f"v={raw}"])["v"]
+
+
+def _baseline_jobs(base: TrainConfig, axes: list[tuple[str, list[str]]], out: Path
+                   ) -> tuple[list[dict[str, Any]], list[Job]]:
+    """One labels-only run (no teacher, method ``labels``) per combination of the axes that do not set the
+    distillation (``distill.*``, ``method*``): the row a distillation sweep is compared with."""
+    plain = [(k, vs) for k, vs in axes if k.split(".")[0] not in _TEACHING]
+    dump = {**base.model_dump(), "distill": None, "method": None, "method_args": {}}
+    cells, jobs = [], []
+    for combo in itertools.product(*[[(k, v) for v in vs] for k, vs in plain]):
+        name = "_".join(["labels-only", *(_slug(k, v) for k, v in combo)])
+        c = apply_overrides(dump, [f"{k}={v}" for k, v in combo] + [f"out_dir={out / name}"])
+        cells.append({"cell": name, "values": {k: _typed(v) for k, v in combo}, "baseline": "labels only"})
+        jobs.append(Job(c.model_copy(update={"name": f"{base.name}_{name}"}).model_dump()))
+    return cells, jobs
+
+
+def _row(cell: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+    """A sweep table row: the cell and its run's validation and test results."""
+    f = r["final"]
+    return {**cell, "out_dir": r["config"]["out_dir"], "selected_epoch": f["selected_epoch"],
+            "val_accuracy": (f.get("val") or {}).get("accuracy"), "val_nll": (f.get("val") or {}).get("nll"),
+            "test_accuracy": f["test"]["accuracy"], "test_errors": f["test"].get("errors"),
+            "wall_time_s": r.get("wall_time_s")}
+
+
 def sweep(cfg: TrainConfig, overrides: list[str], out: str | Path, executor: str = "local", workers: int = 1,
-          progress: bool = True, **executor_args: Any) -> dict[str, Any]:
+          progress: bool = True, baseline: bool = True, **executor_args: Any) -> dict[str, Any]:
     """One run per cell of the grid in ``overrides`` (e.g. ``["distill.temperature=1,2,4",
     "model.args.hidden=[300,300],[800,800]"]``) into ``out/<cell>``; writes ``out/sweep.json`` and returns it.
-    Every cell's config is validated before anything runs."""
+    Every cell's config is validated before anything runs. A distillation sweep also trains, with
+    ``baseline``, the labels-only runs of :func:`_baseline_jobs` (``sweep.json``'s ``baseline`` rows);
+    grid values are recorded typed, as the config reads them."""
     fixed, axes = parse_grid(overrides)
     if not axes:
         raise ConfigError("a sweep needs at least one key with several values, e.g. distill.temperature=1,2,4")
@@ -101,19 +153,15 @@ def sweep(cfg: TrainConfig, overrides: list[str], out: str | Path, executor: str
         name = "_".join(_slug(k, v) for k, v in combo)
         c = apply_overrides(base, [f"{k}={v}" for k, v in combo] + [f"out_dir={out / name}"])
         c = c.model_copy(update={"name": f"{base.name}_{name}"})
-        cells.append({"cell": name, "values": {k: v for k, v in combo}})
+        cells.append({"cell": name, "values": {k: _typed(v) for k, v in combo}})
         jobs.append(Job(c.model_dump()))
-    records = run_jobs(jobs, executor, workers, progress, **executor_args)
-    rows = []
-    for cell, r in zip(cells, records):
-        f = r["final"]
-        rows.append({**cell, "out_dir": r["config"]["out_dir"], "selected_epoch": f["selected_epoch"],
-                     "val_accuracy": (f.get("val") or {}).get("accuracy"), "val_nll": (f.get("val") or {}).get("nll"),
-                     "test_accuracy": f["test"]["accuracy"], "test_errors": f["test"].get("errors"),
-                     "wall_time_s": r.get("wall_time_s")})
+    base_cells, base_jobs = _baseline_jobs(base, axes, out) if baseline and base.distill is not None else ([], [])
+    records = run_jobs(jobs + base_jobs, executor, workers, progress, **executor_args)
+    rows = [_row(cell, r) for cell, r in zip(cells, records)]
     scored = [r for r in rows if r["val_accuracy"] is not None]
     best = max(scored, key=lambda r: r["val_accuracy"])["cell"] if scored else None
-    result = {"config": base.model_dump(), "axes": [{"key": k, "values": v} for k, v in axes], "cells": rows,
-              "best_on_validation": best}
+    result = {"config": base.model_dump(), "axes": [{"key": k, "values": [_typed(x) for x in v]} for k, v in axes],
+              "cells": rows, "best_on_validation": best,
+              "baseline": [_row(c, r) for c, r in zip(base_cells, records[len(jobs):])]}
     atomic_write_json(out / "sweep.json", result)
     return result

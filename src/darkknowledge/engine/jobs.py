@@ -294,6 +294,8 @@ def run_jobs(jobs: Sequence[Job], executor: str | Executor = "local", workers: i
     try:
         while todo or running:
             for i in sorted(todo):
+                if running and isinstance(ex, SerialExecutor):  # it runs a job when submitted: one at a time, so
+                    break  # each finished job's [jobs] line comes when it finishes
                 if deps[i] & failed:
                     todo.discard(i)
                     failed.add(i)

@@ -36,10 +36,9 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
-from ..data import Splits, TensorData, load_dataset, train_val_split
+from ..data import Splits, load_splits
 from ..data.augment import augment_seed, build_augment
 from ..data.common import sha256_file
-from ..data.files import load_files
 from ..methods import Method, create_method, get_method, list_methods
 from ..metrics import classification_metrics, evaluate
 from ..models import apply_max_norm, create_model, load_model, save_model
@@ -47,6 +46,7 @@ from ..store import run_store, state_sha256
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from . import distributed as dd
+from .arguments import check_train_args
 from .callbacks import Callback, StepInfo, builtin_callbacks
 from .lock import RunLock
 from .state import Run, RunExistsError, State, load_checkpoint, restore
@@ -80,6 +80,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     place and ends with the weights selected on validation. ``callbacks``: :class:`~.callbacks.Callback`
     objects whose hooks run after the built-in ones (see :mod:`.callbacks`).
     """
+    check_train_args(cfg, splits, student, teacher, callbacks)  # a wrong type: a TypeError saying what was expected
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
@@ -111,7 +112,9 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
+    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x), n_cls)
+    if cfg.data.augment:  # an augmentation that cannot take these inputs: refused before the run folder exists
+        build_augment(cfg.data.augment, sample_shape(cfg, splits))
     if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
         load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
@@ -160,6 +163,8 @@ def _loop(run: Run, callbacks: list[Callback]) -> dict[str, Any]:
     run.model.train()
     while not run.finished:
         order = epoch_order(len(run.splits.train), cfg.seed, st.epoch)
+        if hasattr(run.splits.train, "epoch_data"):  # a DataLoader used as given (data.convert.LoaderData)
+            data, order = run.splits.train.epoch_data(cfg.seed, st.epoch)
         if st.step_in_epoch == 0:
             st.sums, st.seen = {}, 0
         run.epoch_clock = (time.perf_counter(), st.seen)
@@ -274,6 +279,7 @@ def _finish(run: Run) -> dict[str, Any]:
     final = _final_metrics(run)
     st.tick()
     record = _record(run.cfg, st, run.splits, final, run.teacher_sha, run.model)
+    record["model"] = {"name": run.spec[0], "args": run.spec[1]}  # the real class (a module given as student too)
     if run.world.distributed:
         record["distributed"] = run.world.record()
     return record
@@ -306,7 +312,8 @@ def _record(cfg: TrainConfig, st: State, splits: Splits, final: dict[str, Any], 
         "machine": machine_facts(),
         "device": str(module_device(selected_model)) if selected_model is not None else None,
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val),
-                    "test": len(splits.test), **({"class_names": splits.class_names} if splits.class_names else {})},
+                    "test": len(splits.test), "input_shape": list(splits.train.x.shape[1:]),
+                    **({"class_names": splits.class_names} if splits.class_names else {})},
         "wall_time_s": st.elapsed,
         "cpu_time_s": st.cpu,
         "epochs": st.history,
@@ -417,7 +424,8 @@ def sample_shape(cfg: TrainConfig, splits: Splits) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int) -> None:
+def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int,
+                  n_cls: int) -> None:
     """One forward of student and teacher on two training inputs (eval mode: no dropout, no RNG, no
     batch-norm update), so a model that cannot take this dataset's inputs fails before anything is written."""
     if teacher is not None and not teacher.live:  # stored outputs looked up by index: the training rows 0..N-1
@@ -432,7 +440,12 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
         was = m.training
         m.eval()
         try:
-            m(x)
+            out = m(x)
+            if not isinstance(out, Tensor) or out.shape[-1] != n_cls:  # a tuple, or 12 outputs for 10 classes
+                got = f"{out.shape[-1]} outputs" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+                raise ValueError(f"the {who} ({cfg.model.name if who == 'student' else ', '.join(cfg.distill.teachers)}"
+                                 f") returns {got} but {cfg.data.dataset!r} has {n_cls} classes: it must return "
+                                 "one logit per class")
         except RuntimeError as e:
             where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
             raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
@@ -498,8 +511,7 @@ def _where(st: State, step: int, train_data, idx: Tensor, ckpt_path: Path) -> st
 def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     """Load the dataset (a built-in one, or the user's files of ``cfg.format``), carve the validation
     split, and restrict the training split as configured."""
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed) if cfg.format is None \
-        else _user_files(cfg)
+    splits = load_splits(cfg)
     tr = splits.train
     keep = torch.ones(len(tr), dtype=torch.bool)
     for c in cfg.exclude_classes:
@@ -517,16 +529,6 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     if len(tr) == 0:
         raise ValueError("the training split is empty after the class/fraction restrictions")
     return dataclasses.replace(splits, train=tr)
-
-
-def _user_files(cfg: DataConfig) -> Splits:
-    raw, names = load_files(cfg.format, cfg.files, cfg.sha256, cfg.label_column, tuple(cfg.arrays), cfg.image_size,
-                            cfg.channels)
-    (xtr, ytr), (xte, yte) = raw["train"], raw["test"]
-    n_cls = len(names) if names else int(max(ytr.max(), yte.max())) + 1
-    full = TensorData(xtr, ytr)
-    tr, va = train_val_split(len(full), cfg.val_size, cfg.split_seed)
-    return Splits(full.subset(tr), full.subset(va), TensorData(xte, yte), n_cls, cfg.dataset, names)
 
 
 def _check_splits(splits: Splits) -> None:

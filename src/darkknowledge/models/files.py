@@ -5,6 +5,7 @@ equal bytes and a sha256 identifies a model."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from .registry import create_model
 __all__ = ["ModelFileError", "save_model", "read_model_meta", "load_model"]
 
 _KEY = "darkknowledge"
+_WARNED: set[str] = set()
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(ValueError):
@@ -29,6 +32,11 @@ def save_model(model: nn.Module, path: str | os.PathLike, name: str, args: dict[
     written atomically."""
     from safetensors.torch import save
 
+    if name.startswith("__main__:") and name not in _WARNED:
+        _WARNED.add(name)
+        log.warning("model %s is defined in the script being run, so the saved file names it by %r, which no other "
+                    "program can import: load_model will fail elsewhere — move the class into a module (e.g. "
+                    "mymodels.py beside the script) and import it from there", name.partition(":")[2], name)
     # one metadata entry (safetensors keeps metadata in a hash map, whose order varies between processes)
     info = {"darkknowledge_model": {"name": name, "args": args}, **(extra or {})}
     meta = {_KEY: json.dumps(info, sort_keys=True)}
@@ -66,7 +74,12 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     spec = read_model_meta(path)["darkknowledge_model"]
     try:
         model = create_model(spec["name"], **spec["args"])
-    except ValueError as e:  # e.g. a module passed to train(student=...) without ``init_args``
+    except (ValueError, KeyError) as e:  # e.g. a module passed to train(student=...) without ``init_args``
+        if spec["name"].startswith("__main__:"):
+            raise ModelFileError(f"{path}: the model {spec['name']!r} was defined in the script that trained it and "
+                                 "cannot be imported here — move the class into a module, import it from there, "
+                                 "and save the model again") from None
+        e = e.args[0] if isinstance(e, KeyError) and e.args else e
         hint = ("; a module given as train(student=...) is saved with its `init_args` attribute — set it to the "
                 "constructor's keyword arguments") if ":" in spec["name"] else ""
         raise ModelFileError(f"{path}: cannot rebuild the model: {e}{hint}") from None

@@ -2,12 +2,16 @@
 
 A name is either a registered model (``"mlp"``) or an import path ``"package.module:Class"`` (any
 ``nn.Module`` subclass or factory), so a config can name a user's own model class and the saved file
-records how to rebuild it.
+records how to rebuild it. Import paths are looked up as ``python -m`` does: the working directory is
+importable (for the ``darkknowledge`` console script too); a class defined in a script run as
+``__main__`` cannot be imported by another program, so saving one warns (:func:`~.files.save_model`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 
 from torch import nn
@@ -39,17 +43,28 @@ def resolve_model(name: str) -> Callable[..., nn.Module]:
         return _REGISTRY[name]
     if ":" in name:
         mod, _, attr = name.partition(":")
+        _cwd_importable()
         try:
             obj = importlib.import_module(mod)
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as e:
-            raise KeyError(f"model {name!r}: cannot import it ({e})") from None
+            hint = (f" (looked in the working directory {os.getcwd()} and the installed packages; run from the folder "
+                    f"that holds {mod.split('.')[0]}, or add it to PYTHONPATH)") if isinstance(e, ImportError) else ""
+            raise KeyError(f"model {name!r}: cannot import it ({e}){hint}") from None
         if not callable(obj):
             raise KeyError(f"model {name!r}: {attr} is not a class or function")
         return obj
     raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())} "
                    "(or give an import path 'package.module:Class')")
+
+
+def _cwd_importable() -> None:
+    """The working directory on the import path, as ``python -m`` has it (a console script has its own folder
+    there instead): appended, so an installed package of the same name still wins."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or ".") == cwd for p in sys.path):
+        sys.path.append(cwd)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
