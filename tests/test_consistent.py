@@ -138,3 +138,23 @@ def test_the_readme_augmentation_examples_are_valid_configs():
     for chunk in chunks:
         cfg = validate(yaml.safe_load(chunk))
         assert cfg.data.augment and all("name" in a for a in cfg.data.augment)
+
+
+def test_dk_distill_with_augment_teaches_consistently_and_records_it(tmp_path):
+    """The Python route: ``dk.distill(..., augment=[...])`` runs the live teacher on each augmented batch (no cache)
+    and the run record names the augmentation."""
+    import json
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(300, 64, generator=g), torch.randint(0, 10, (300,), generator=g)
+    student, teacher = Spy(seed=0), Spy(always=True, seed=1)
+    dk.distill(student, teacher, x, y, epochs=1, batch_size=50, augment=[{"name": "shift", "max": 2}],
+               augment_shape=[1, 8, 8], out_dir=str(tmp_path / "run"), progress=False)
+    steps = -(-270 // 50)  # 10% held out for validation
+    assert len(student.seen) == steps
+    for s, t in zip(student.seen, teacher.seen[-steps:]):
+        assert torch.equal(s, t)
+    assert not any(torch.equal(s, x[: len(s)]) for s in student.seen)
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert rec["config"]["data"]["augment"] == [{"name": "shift", "max": 2}]
+    assert rec["config"]["distill"]["cache"] is False

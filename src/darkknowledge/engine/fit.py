@@ -33,7 +33,8 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
             y: Tensor | None = None, *, val: Any = None, val_fraction: float = 0.1, test: Any = None,
             temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1, epochs: int = 10,
             batch_size: int | None = None, lr: float = 1e-3, optimizer: str = "adam", schedule: str = "constant",
-            weight_decay: float = 0.0, warmup_epochs: float = 0.0, seed: int = 0,
+            weight_decay: float = 0.0, warmup_epochs: float = 0.0, augment: Sequence[Any] = (),
+            augment_shape: Sequence[int] | None = None, seed: int = 0,
             combine: str = "arithmetic", method: str | None = None, method_args: dict[str, Any] | None = None,
             out_dir: str | None = None, progress: bool = True, device: str = "auto",
             callbacks: Sequence[Callback] = ()) -> nn.Module:
@@ -52,7 +53,11 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
     DataLoader's dataset, the rest keeping the loader's settings); ``test``: a test set for the final
     metrics (default: the validation set). ``optimizer`` (``adam``, ``adamw``, ``sgd``), ``lr``,
     ``schedule`` (``constant``, ``cosine``, ``linear``, ``step``), ``warmup_epochs`` and ``weight_decay``
-    are the config's ``optim`` section. ``out_dir``: keep the run (checkpoint, ``run.json``,
+    are the config's ``optim`` section. ``augment``: batch augmentations (``data.augment`` of a config, e.g.
+    ``[{"name": "crop", "padding": 4}, {"name": "hflip"}]``; :mod:`~darkknowledge.data.augment`), applied to
+    every training batch; with a live teacher that is **consistent teaching** (Beyer et al. 2022): the teacher
+    labels the very augmented batch the student sees. ``augment_shape`` views flat inputs as ``[C, H, W]`` or
+    ``[frames, bands]`` for them. ``out_dir``: keep the run (checkpoint, ``run.json``,
     ``best.safetensors``) there, resumable; default a temporary folder. ``device``: ``"auto"`` (CUDA,
     else MPS, else CPU), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``. ``callbacks``:
     :class:`~darkknowledge.engine.callbacks.Callback` objects, run after the built-in ones.
@@ -111,11 +116,13 @@ def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Modul
            "model": {"name": name, "args": dict(getattr(student, "init_args", None) or {})},
            "optim": {"name": optimizer, "lr": lr, "schedule": schedule, "weight_decay": weight_decay,
                      "warmup_epochs": warmup_epochs},
-           "data": {"dataset": dataset, "val_size": len(val_data)}, "method": method, "method_args": method_args or {},
+           "data": {"dataset": dataset, "val_size": len(val_data), "augment": list(augment),
+                    **({"augment_shape": list(augment_shape)} if augment_shape is not None else {})},
+           "method": method, "method_args": method_args or {},
            "device": device}
     if t is not None:
         cfg["distill"] = {"teachers": ["(in-memory teacher)"], "temperature": temperature, "w_soft": w_soft,
-                          "w_hard": w_hard, "combine": combine, "cache": loader is None}
+                          "w_hard": w_hard, "combine": combine, "cache": loader is None and not augment}
     extra = [_Record(given)] if given is not None else []
     with tempfile.TemporaryDirectory(prefix="darkknowledge-") as tmp:
         cfg["out_dir"] = out_dir or tmp
