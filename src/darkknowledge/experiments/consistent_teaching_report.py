@@ -84,7 +84,8 @@ def _verdicts(summary: dict[str, Any], details: dict[str, Any]) -> str:
             continue
         t, lab = summary[f"{b}_teacher_acc"]["mean"], summary[f"{b}_labels_acc"]["mean"]
         gap = 100 * (t - lab)
-        line = (f"- **{NAMES[b]}**: the ensemble is {gap:+.2f} points above the labels-only control; the "
+        side = "above" if gap > 0 else "below"
+        line = (f"- **{NAMES[b]}**: the ensemble is {abs(gap):.2f} points {side} the labels-only control; the "
                 f"consistent student ({d['form'].replace('_', ' ')}) keeps {g['mean']:.2f} ± {g['std']:.2f} of it")
         if gap <= 0:
             line += " — the teacher is not ahead of the control, so there is no gain to keep."
