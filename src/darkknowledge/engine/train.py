@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, TensorData, load_dataset, train_val_split
 from ..data.augment import augment_seed, build_augment
-from ..data.common import sha256_file
 from ..data.files import load_files
 from ..methods import Method, create_method, get_method, list_methods
 from ..metrics import classification_metrics, evaluate
@@ -47,6 +46,7 @@ from ..store import run_store, state_sha256
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from . import distributed as dd
+from . import identity as idn
 from .callbacks import Callback, StepInfo, builtin_callbacks
 from .lock import RunLock
 from .state import Run, RunExistsError, State, load_checkpoint, restore
@@ -67,7 +67,7 @@ class TrainingDivergedError(FloatingPointError):
 def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, progress: bool = True,
           track_train: bool = False, track_test: bool = False, student: nn.Module | None = None,
           teacher: Teacher | nn.Module | Sequence[nn.Module] | None = None,
-          callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+          callbacks: Sequence[Callback] = (), overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg.model`` (distilling when ``cfg.distill`` is set) and return the run record.
 
     Writes to ``cfg.out_dir``: ``checkpoint.pt`` (resume state), ``best.safetensors`` (the model
@@ -79,30 +79,39 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     files then record the student's import path (``"package.module:Class"``). ``student`` is trained in
     place and ends with the weights selected on validation. ``callbacks``: :class:`~.callbacks.Callback`
     objects whose hooks run after the built-in ones (see :mod:`.callbacks`).
+
+    A finished run in ``cfg.out_dir`` (its ``run.json``; ``checkpoint.pt`` need not be there) is never trained
+    over: with ``resume`` it is returned as it is when its identity (:mod:`.identity`: config, data, teachers)
+    matches these inputs — ``student`` gets its selected weights — and refused naming what changed otherwise.
+    ``overwrite``: replace whatever run is there (its files are removed once the new inputs are checked).
     """
     out = Path(cfg.out_dir)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another out_dir")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file, not a folder — choose a folder for the run")
+    if idn.holds_run(out) and not resume and not overwrite:
+        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace it, "
+                             "or choose another out_dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     w, device, created = dd.setup(resolve_device(cfg.device))
     ok = False
     try:
-        record = _train(cfg, out, w, device, resume, splits, progress, track_train, track_test, student, teacher,
-                        list(callbacks))
+        record = _train(cfg, out, w, device, (resume, overwrite), splits, progress, track_train, track_test, student,
+                        teacher, list(callbacks))
         ok = True
         return record
     finally:
         dd.teardown(created, ok)
 
 
-def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resume: bool, splits: Splits | None,
-           progress: bool, track_train: bool, track_test: bool, student: nn.Module | None,
+def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: tuple[bool, bool],
+           splits: Splits | None, progress: bool, track_train: bool, track_test: bool, student: nn.Module | None,
            teacher: Teacher | nn.Module | Sequence[nn.Module] | None, callbacks: list[Callback]) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
+    resume, overwrite = how
     seed_everything(cfg.seed)
 
+    given_splits = splits
     splits = splits or prepare_data(cfg.data)
     _check_splits(splits)
     train_data, n_cls = splits.train, splits.num_classes
@@ -112,21 +121,32 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     if teacher is not None:
         teacher.to(device)
     _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
-    if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
-        load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
+    ident = idn.run_identity(cfg, teacher_sha, given_splits)
+    if not overwrite:
+        done = idn.reuse_finished(cfg, out, ident, student)
+        if done is not None:
+            return done
+    if resume and ckpt_path.exists() and not overwrite:  # corrupt, another config, other inputs: refused
+        what = idn.describe_change(load_checkpoint(ckpt_path, cfg, teacher_sha, w.size), cfg, ident)
+        if what:
+            raise idn.InputsChangedError(f"{ckpt_path} was started on other inputs: {what} — {idn.OVERWRITE_HINT}")
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
         torch.manual_seed(cfg.seed * 1_000_003 + w.rank)
     with RunLock(out) if w.main else nullcontext():
-        if ckpt_path.exists() and not resume:  # another process started this run meanwhile
-            raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
-                                 "out_dir")
+        if overwrite and w.main:
+            idn.clear_run(out)
+        elif idn.holds_run(out) and not resume:  # another process started this run meanwhile
+            raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace "
+                                 "it, or choose another out_dir")
+        dd.barrier(w)
         # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
         # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
         batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
         method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher, train_data.x,
                                out, w).to(device)
-        run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha, resume, w,
-                     batches, track_train, track_test)
+        run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha,
+                     resume and not overwrite, w, batches, track_train, track_test)
+        run.identity = ident
         return _loop(run, builtin_callbacks(run, progress) + callbacks)
 
 
@@ -274,6 +294,8 @@ def _finish(run: Run) -> dict[str, Any]:
     final = _final_metrics(run)
     st.tick()
     record = _record(run.cfg, st, run.splits, final, run.teacher_sha, run.model)
+    record["identity"] = run.identity
+    record["weights_sha256"] = idn.file_sha256(run.out / "best.safetensors")
     if run.world.distributed:
         record["distributed"] = run.world.record()
     return record
@@ -352,7 +374,6 @@ def eval_batch_size(cfg: TrainConfig, model: nn.Module | None, x: Tensor, budget
 
 # --------------------------------------------------------------------------- the steps of train()
 
-
 def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
                    ) -> tuple[nn.Module, str, dict[str, Any]]:
     """The student, its model name (registry name or import path) and constructor arguments (of a module
@@ -365,7 +386,13 @@ def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
     else:
         args = dict(cfg.model.args)
         args.setdefault("num_classes", n_cls)
-        model, name = create_model(cfg.model.name, **args), cfg.model.name
+        try:
+            model, name = create_model(cfg.model.name, **args), cfg.model.name
+        except (KeyError, ValueError):
+            raise
+        except Exception as e:  # a user's model whose constructor fails: its error, in one line
+            raise ValueError(f"model {cfg.model.name!r} failed to build with args {args}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
     if getattr(model, "num_classes", n_cls) != n_cls:
         raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
     if cfg.channels_last:
@@ -395,9 +422,9 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         stored = StoredTeacher(files[0])
         _check_consistent(cfg, stored)
         stored.num_classes = n_cls
-        return stored, [sha256_file(Path(files[0]) / "manifest.json")]
+        return stored, [idn.file_sha256(Path(files[0]) / "manifest.json")]
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
-    return teacher, [sha256_file(p) for p in files]
+    return teacher, [idn.file_sha256(p) for p in files]
 
 
 def _check_consistent(cfg: TrainConfig, teacher: Teacher) -> None:
@@ -431,14 +458,27 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
             continue
         was = m.training
         m.eval()
+        where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
         try:
-            m(x)
+            out = m(x)
         except RuntimeError as e:
-            where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
             raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
                              f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
         finally:
             m.train(was)
+        _check_output(f"the {who} ({where})", m, out)
+
+
+def _check_output(who: str, m: nn.Module, out: Any) -> None:
+    """A model's output must be one tensor of logits, finite on finite inputs (NaN weights are named)."""
+    if not isinstance(out, Tensor):
+        raise ValueError(f"{who} returns a {type(out).__name__}, not a tensor of logits [batch, classes] — make its "
+                         "forward return the logits alone")
+    if not torch.isfinite(out).all():
+        bad = next((k for k, v in m.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        raise ValueError(f"{who} has non-finite weights (NaN or inf in {bad})" if bad else
+                         f"{who} gives NaN or inf outputs on the first training inputs")
 
 
 def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path,
