@@ -106,7 +106,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest
 
 
-_TENSOR_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: id(tensor) → (a weak reference to it, its version counter then, its sha256)
+_TENSOR_MEMO: dict[int, tuple[weakref.ref, int, str]] = {}
 
 
 def tensor_sha256(tensors: Sequence[Tensor]) -> str:
@@ -116,13 +117,14 @@ def tensor_sha256(tensors: Sequence[Tensor]) -> str:
 
     h = hashlib.sha256()
     for t in tensors:
-        memo = _TENSOR_MEMO.get(t)
-        if memo is None or memo[0] != t._version:
+        memo = _TENSOR_MEMO.get(id(t))
+        if memo is None or memo[0]() is not t or memo[1] != t._version:
             one = hashlib.sha256()
             hash_tensor(one, t)
-            memo = (t._version, one.hexdigest())
-            _TENSOR_MEMO[t] = memo
-        h.update(memo[1].encode())
+            key = id(t)
+            memo = (weakref.ref(t, lambda _, k=key: _TENSOR_MEMO.pop(k, None)), t._version, one.hexdigest())
+            _TENSOR_MEMO[key] = memo
+        h.update(memo[2].encode())
     return h.hexdigest()
 
 
