@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,22 @@ def test_committed_records_are_accepted_as_legacy(rel):
         assert "identity" not in rec
         cfg = validate({**rec["config"], "out_dir": str(p.parent)})
         assert describe_change(rec, cfg) is None, p
+
+
+def test_a_failed_overwrite_leaves_the_old_run_as_it_was(tmp_path, monkeypatch):
+    cfg = cfg_for(tmp_path / "r")
+    train(cfg, progress=False)
+    before = snapshot(tmp_path / "r")
+    tr = sys.modules["darkknowledge.engine.train"]
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # Ctrl-C half-way through the new run
+
+    monkeypatch.setattr(tr, "_validate", boom)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path / "r", seed=1), overwrite=True, progress=False)
+    assert snapshot(tmp_path / "r") == before and not (tmp_path / "r" / ".replaced").exists()
+    monkeypatch.undo()
+    rec = train(cfg_for(tmp_path / "r", seed=1), overwrite=True, progress=False)
+    assert rec["seed"] == 1 and not (tmp_path / "r" / ".replaced").exists()
+    assert snapshot(tmp_path / "r") != before

@@ -34,13 +34,14 @@ File hashes are cached by (real path, size, mtime) in memory and in ``$DARKKNOWL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +57,8 @@ if TYPE_CHECKING:
     from ..data import Splits
 
 __all__ = ["CODE_VERSION", "InputsChangedError", "file_sha256", "tensor_sha256", "config_key", "run_identity",
-           "teacher_file_sha256", "describe_change", "changed_since", "read_record", "refusal", "holds_run", "clear_run",
-           "reuse_finished", "RUN_FILES"]
+           "teacher_file_sha256", "describe_change", "changed_since", "read_record", "refusal",
+           "holds_run", "replacing", "reuse_finished", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def read_record(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
-#: what a run writes into its folder; ``overwrite`` removes these (and nothing else) before training afresh
+#: what a run writes into its folder; ``overwrite`` sets these (and nothing else) aside before training afresh
 RUN_FILES = ("checkpoint.pt", "run.json", "best.safetensors", "last.safetensors", "metrics.csv", "eval.json",
              "teacher_cache.safetensors", "teacher_store", "tensorboard")
 
@@ -282,13 +283,52 @@ def holds_run(out: Path) -> bool:
     return (out / "checkpoint.pt").exists() or (out / "run.json").exists()
 
 
-def clear_run(out: Path) -> None:
-    for name in RUN_FILES:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+ASIDE = ".replaced"
+
+
+def set_aside(out: Path) -> Path | None:
+    """``overwrite``: move the run's files (:data:`RUN_FILES`) into ``out/.replaced`` — put back by
+    :func:`put_back` when the new run fails, removed when it finishes — so that a failed overwrite leaves the old
+    run as it was. A ``.replaced`` left by a killed overwrite is the old run the user asked to replace: dropped."""
+    aside = out / ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    present = [out / n for n in RUN_FILES if (out / n).exists()]
+    if not present:
+        return None
+    aside.mkdir()
+    for p in present:
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def put_back(out: Path, aside: Path | None, failed: bool) -> None:
+    """After an overwrite: when it ``failed``, the new run's files are removed and the old ones moved back;
+    otherwise the old ones are dropped."""
+    if aside is None:
+        return
+    if failed:
+        for n in RUN_FILES:
+            p = out / n
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        for p in aside.iterdir():
+            os.replace(p, out / p.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replacing(out: Path, active: bool) -> Iterator[None]:
+    """``with replacing(out, overwrite): train...`` — the old run set aside (:func:`set_aside`), and put back when
+    the body fails, dropped when it succeeds."""
+    aside = set_aside(out) if active else None
+    try:
+        yield
+    except BaseException:
+        put_back(out, aside, failed=True)
+        raise
+    put_back(out, aside, failed=False)
 
 
 def reuse_finished(cfg: TrainConfig, out: Path, ident: dict[str, Any], student: Module | None

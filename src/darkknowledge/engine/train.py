@@ -133,21 +133,20 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: 
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
         torch.manual_seed(cfg.seed * 1_000_003 + w.rank)
     with RunLock(out) if w.main else nullcontext():
-        if overwrite and w.main:
-            idn.clear_run(out)
-        elif idn.holds_run(out) and not resume:  # another process started this run meanwhile
+        if idn.holds_run(out) and not resume and not overwrite:  # another process started this run meanwhile
             raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace "
                                  "it, or choose another out_dir")
-        dd.barrier(w)
-        # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
-        # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
-        batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
-        method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher, train_data.x,
-                               out, w).to(device)
-        run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha,
-                     resume and not overwrite, w, batches, track_train, track_test)
-        run.identity = ident
-        return _loop(run, builtin_callbacks(run, progress) + callbacks)
+        with idn.replacing(out, overwrite and w.main):  # the old run is back in place if this one fails
+            dd.barrier(w)
+            # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
+            # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
+            batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
+            method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher,
+                                   train_data.x, out, w).to(device)
+            run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha,
+                         resume and not overwrite, w, batches, track_train, track_test)
+            run.identity = ident
+            return _loop(run, builtin_callbacks(run, progress) + callbacks)
 
 
 def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
