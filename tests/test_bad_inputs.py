@@ -54,8 +54,30 @@ def files(tmp_path_factory) -> dict[str, str]:
     dk.save_model(dk.create_model("mlp", **args64), d / "m64.safetensors", "mlp", args64)
     (d / "corrupt_run").mkdir()
     (d / "corrupt_run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    return {k: str(d / v) for k, v in {"t784": "t784.safetensors", "t5": "t5.safetensors", "m64": "m64.safetensors",
-                                       "corrupt": "corrupt_run", "dir": "."}.items()}
+    # round two (issue 26)
+    (d / "dup.yaml").write_text("epochs: 2\nmodel: {name: mlp, args: {in_features: 64}}\nepochs: 3\n")
+    (d / "a_file").write_text("not a folder")
+    (d / "usermodels.py").write_text(
+        "import torch\n"
+        "class Raises(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10, **kw):\n"
+        "        super().__init__()\n"
+        "        raise RuntimeError('cannot build: no GPU kernels')\n"
+        "class Pair(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10, **kw):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(64, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        z = self.fc(x.flatten(1))\n"
+        "        return z, z.detach()\n")
+    nan = dk.create_model("mlp", **args64)
+    with torch.no_grad():
+        nan.head.weight[0, 0] = float("nan")
+    dk.save_model(nan, d / "nan.safetensors", "mlp", args64)
+    train(_digits_cfg(d / "finished"), progress=False)  # a finished run (of another config than DIGITS)
+    names = {"t784": "t784.safetensors", "t5": "t5.safetensors", "m64": "m64.safetensors", "corrupt": "corrupt_run",
+             "dir": ".", "dup": "dup.yaml", "file": "a_file", "nan": "nan.safetensors", "finished": "finished"}
+    return {k: str(d / v) for k, v in names.items()}
 
 
 DIGITS = ["--config", "configs/digits_mlp.yaml", "--no-progress"]
@@ -97,6 +119,36 @@ CLI_CASES = [
      ["--ray-address needs --executor ray"]),
     ("distill-bad-manifest", ["distill", *DIGITS, "--teacher", "{dir}/none.json", "out_dir={dir}/r10"],
      ["ensemble manifest", "unreadable"]),
+    # round two (issue 26): each was silent, unclear or destructive before
+    ("yaml-duplicate-key", ["train", "--config", "{dup}", "--no-progress", "out_dir={dir}/r11"],
+     ["duplicate key 'epochs'", "line 3"]),
+    ("temperature-1e-30", ["distill", *DIGITS, "--teacher", "{m64}", "distill.temperature=1e-30",
+                           "out_dir={dir}/r12"], ["temperature", "[0.01, 1000]"]),
+    ("sweep-same-value-twice", ["sweep", *DIGITS, "--out", "{dir}/s4", "optim.lr=0.1,0.10"],
+     ["optim.lr", "0.1 and 0.10 are the same value"]),
+    ("sweep-key-twice", ["sweep", *DIGITS, "--out", "{dir}/s5", "epochs=1,2", "epochs=3,4"], ["epochs", "twice"]),
+    ("sweep-grid-too-big", ["sweep", *DIGITS, "--out", "{dir}/s6", "seed=" + ",".join(map(str, range(40))),
+                            "epochs=" + ",".join(map(str, range(1, 41)))], ["1600 cells", "at most 1000"]),
+    ("ensemble-a-billion-members", ["ensemble", *DIGITS, "--members", "1000000000", "--out", "{dir}/e2"],
+     ["--members", "1..1000"]),
+    ("out-is-a-file", ["train", *DIGITS, "--out", "{file}"], ["is a file, not a folder"]),
+    ("out-under-a-file", ["train", *DIGITS, "epochs=1", "--out", "{file}/run"], ["a_file", "is a file"]),
+    ("model-raises-in-init", ["train", *DIGITS, "model.name=usermodels:Raises",
+                              "out_dir={dir}/r13"], ["usermodels:Raises", "RuntimeError", "cannot build"]),
+    ("model-returns-a-tuple", ["train", *DIGITS, "model.name=usermodels:Pair",
+                               "out_dir={dir}/r14"], ["student", "returns a tuple", "logits"]),
+    ("teacher-nan-weights", ["distill", *DIGITS, "--teacher", "{nan}", "out_dir={dir}/r15"],
+     ["teacher", "nan.safetensors", "non-finite weights"]),
+    ("finished-run-no-resume", ["train", *DIGITS, "out_dir={finished}"], ["already holds a run", "--overwrite"]),
+    ("finished-run-other-config", ["train", *DIGITS, "--resume", "out_dir={finished}"],
+     ["finished run of other inputs", "the config changed", "--overwrite"]),
+    ("resume-and-overwrite", ["train", *DIGITS, "--resume", "--overwrite", "out_dir={finished}"], ["give one"]),
+    ("demo-over-committed-results", ["demo", "--quick", "--out", "results/demo"],
+     ["results/demo", "reproduce demo", "does not write over"]),
+    ("ray-bad-address", ["sweep", *DIGITS, "--out", "{dir}/s7", "--executor", "ray", "--ray-address", "nope",
+                         "epochs=1,2"], ["Ray address 'nope'"]),
+    ("ray-unreachable", ["sweep", *DIGITS, "--out", "{dir}/s8", "--executor", "ray", "--ray-address",
+                         "127.0.0.1:9", "epochs=1,2"], ["Ray at 127.0.0.1:9"]),
 ]
 
 
@@ -105,12 +157,14 @@ def test_cli_bad_input(case, files):
     _, argv, words = case
     argv = [a.format(**files) for a in argv]
     run_dirs = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("out_dir=")]
+    run_dirs += [Path(argv[i + 1]) for i, a in enumerate(argv) if a == "--out" and not argv[i + 1].startswith("results")]
     before = tree_hash(REPO / "results", *run_dirs)
-    r = subprocess.run([sys.executable, "-m", "darkknowledge", *argv], cwd=REPO, env=ENV, capture_output=True,
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), files["dir"]])}  # usermodels.py
+    r = subprocess.run([sys.executable, "-m", "darkknowledge", *argv], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr)
     err = r.stderr.strip()
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
     for w in words:
         assert w in err, (w, err)
     assert tree_hash(REPO / "results", *run_dirs) == before

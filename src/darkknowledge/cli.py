@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 
@@ -57,8 +58,15 @@ def _add_pool(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. auto); default: a local Ray")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="darkknowledge", description="Knowledge distillation on PyTorch.",
+    ap = _Parser(prog="darkknowledge", description="Knowledge distillation on PyTorch.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"darkknowledge {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks, as --debug)")
