@@ -7,6 +7,7 @@ property-based checks (Hypothesis) of the config overrides, the IDX reader and t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -333,3 +334,151 @@ def test_stale_temp_files_of_a_killed_write_are_removed_at_the_next_start(tmp_pa
     (tmp_path / "r" / "run.json").unlink()
     train(cfg, resume=True, progress=False)
     assert not stale.exists()
+
+
+# --------------------------------------------------------------------------- round two: OS errors, Ctrl-C, faults
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    from darkknowledge import cli
+
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.ENOSPC, ["no space left", "kept as they were"]),
+    (errno.EACCES, ["permission denied", "--out"]),
+    (errno.EROFS, ["read-only file system"]),
+    (errno.EDQUOT, ["quota"]),
+])
+def test_os_errors_while_writing_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, words):
+    import tempfile
+
+    def refuse(*a, dir=None, prefix="", **k):
+        raise OSError(code, os.strerror(code), str(Path(dir) / prefix))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc, err = _main(["train", *DIGITS, "epochs=1", f"out_dir={tmp_path / 'r'}"], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(tmp_path / "r") in err and all(w in err for w in words), err
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+@pytest.mark.parametrize("command, hint, absent", [
+    ("train", "rerun with --resume", None),
+    ("demo", "rerun with --resume", None),
+    ("sweep", "rerun the same command", "--resume"),
+    ("ensemble", "rerun the same command", "--resume"),
+    ("evaluate", "nothing was written", "--resume"),
+])
+def test_ctrl_c_names_resume_only_where_the_command_takes_it(monkeypatch, capsys, command, hint, absent):
+    from darkknowledge import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    name = {"train": "_train_cmd", "demo": "_demo_cmd", "sweep": "_sweep_cmd", "ensemble": "_ensemble_cmd",
+            "evaluate": "_evaluate_cmd"}[command]
+    monkeypatch.setattr(cli, name, interrupted)
+    argv = {"train": ["train"], "demo": ["demo"], "sweep": ["sweep", "--out", "x"],
+            "ensemble": ["ensemble", "--members", "2", "--out", "x"], "evaluate": ["evaluate", "m"]}[command]
+    rc, err = _main(argv, capsys)
+    assert rc == 130 and hint in err and len(err.splitlines()) == 1
+    assert absent is None or absent not in err
+    assert hasattr(cli.build_parser().parse_args(argv), "resume") == (command in cli.RESUMABLE)
+
+
+def test_a_bug_keeps_its_traceback_and_debug_shows_a_user_errors(monkeypatch, capsys):
+    from darkknowledge import cli
+
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    def mistake(args):
+        raise ValueError("your mistake")
+
+    monkeypatch.setattr(cli, "_evaluate_cmd", bug)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["evaluate", "m"])
+    monkeypatch.setattr(cli, "_evaluate_cmd", mistake)
+    assert _main(["evaluate", "m"], capsys) == (2, "darkknowledge evaluate: error: your mistake")
+    with pytest.raises(ValueError):
+        cli.main(["--debug", "evaluate", "m"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError):
+        cli.main(["evaluate", "m"])
+
+
+def test_files_honour_the_umask(tmp_path):
+    from darkknowledge.utils import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+# One writer each: make the state it writes over, then run the command that writes it again, failing at that
+# file (disk full: fsync raises ENOSPC; kill: the process dies between writing the temporary file and renaming
+# it). Every file that was there before must be byte-identical afterwards, and no temporary file is left.
+
+def _writer_run(tmp_path: Path, target: str):
+    """(setup, again, folder) for the writer of ``target``."""
+    from darkknowledge.engine.fanout import sweep, train_ensemble
+    from darkknowledge.engine.jobs import cached_eval
+    from darkknowledge.report import Results
+
+    out = tmp_path / "w"
+    cfg = _digits_cfg(out, optim={"name": "adam", "lr": 1e-3})
+    if target in ("run.json", "checkpoint.pt", "best.safetensors"):
+        return (lambda: train(cfg, progress=False),
+                lambda: train(_digits_cfg(out, seed=1), overwrite=True, progress=False), out)
+    if target == "sweep.json":
+        return (lambda: sweep(cfg, ["seed=0,1"], out, progress=False),
+                lambda: sweep(cfg, ["seed=0,1,2"], out, progress=False), out)
+    if target == "ensemble.json":
+        return (lambda: train_ensemble(cfg, 1, out, progress=False),
+                lambda: train_ensemble(cfg, 2, out, progress=False), out)
+    if target == "summary.json":
+        def commit(v):
+            res = Results(out)
+            res.write_json("summary.json", {"v": v})
+            res.commit({"command": "x"}, lambda p: f"report {v}")
+        return (lambda: commit(1), lambda: commit(2), out)
+    assert target == "eval.json"
+    return (lambda: (train(cfg, progress=False), cached_eval(out, "a", lambda: {"a": 1})),
+            lambda: cached_eval(out, "b", lambda: {"b": 2}), out)
+
+
+WRITERS = ["run.json", "checkpoint.pt", "best.safetensors", "sweep.json", "ensemble.json", "summary.json", "eval.json"]
+
+
+@pytest.mark.parametrize("mode", ["disk-full", "kill"])
+@pytest.mark.parametrize("target", WRITERS)
+def test_a_failing_writer_loses_nothing(tmp_path, monkeypatch, target, mode):
+    setup, again, folder = _writer_run(tmp_path, target)
+    setup()
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock")}
+    assert any(p.name == target for p in before)
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{target}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    def replace(src, dst, *a, **k):
+        if Path(dst).name == target and Path(src).name.startswith(f".{target}.") and Path(src).name.endswith(".tmp"):
+            raise KeyboardInterrupt  # the kill, between the write and the rename
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "fsync" if mode == "disk-full" else "replace", fsync if mode == "disk-full" else replace)
+    with pytest.raises(OSError if mode == "disk-full" else KeyboardInterrupt):
+        again()
+    monkeypatch.undo()
+    for p, data in before.items():
+        assert p.is_file() and p.read_bytes() == data, p
+    assert not [p for p in folder.rglob(".*.tmp")]

@@ -296,8 +296,14 @@ def set_aside(out: Path) -> Path | None:
     if not present:
         return None
     aside.mkdir()
-    for p in present:
-        os.replace(p, aside / p.name)
+    try:
+        for p in present:
+            os.replace(p, aside / p.name)
+    except BaseException:
+        for p in aside.iterdir():  # the ones moved so far
+            os.replace(p, out / p.name)
+        aside.rmdir()
+        raise
     return aside
 
 
@@ -307,12 +313,12 @@ def put_back(out: Path, aside: Path | None, failed: bool) -> None:
     if aside is None:
         return
     if failed:
-        for n in RUN_FILES:
-            p = out / n
-            if p.is_dir():
-                shutil.rmtree(p)
+        for n in RUN_FILES:  # what the failed run wrote
+            q = out / n
+            if q.is_dir():
+                shutil.rmtree(q)
             else:
-                p.unlink(missing_ok=True)
+                q.unlink(missing_ok=True)
         for p in aside.iterdir():
             os.replace(p, out / p.name)
     shutil.rmtree(aside, ignore_errors=True)
