@@ -142,7 +142,7 @@ CLI_CASES = [
      ["teacher", "nan.safetensors", "non-finite weights"]),
     ("finished-run-no-resume", ["train", *DIGITS, "out_dir={finished}"], ["already holds a run", "--overwrite"]),
     ("finished-run-other-config", ["train", *DIGITS, "--resume", "out_dir={finished}"],
-     ["finished run of other inputs", "the config changed", "--overwrite"]),
+     ["finished run of other inputs", "a different config", "--overwrite"]),
     ("resume-and-overwrite", ["train", *DIGITS, "--resume", "--overwrite", "out_dir={finished}"], ["give one"]),
     ("demo-over-committed-results", ["demo", "--quick", "--out", "results/demo"],
      ["results/demo", "reproduce demo", "does not write over"]),

@@ -228,12 +228,12 @@ def describe_change(recorded: dict[str, Any], cfg: TrainConfig, now: dict[str, A
     old = recorded.get("identity")
     if not isinstance(old, dict):  # legacy: the (normalised) config alone
         return None if _same_key(recorded.get("config"), cfg) else \
-            f"the config changed (differs in: {_config_diff(recorded.get('config'), cfg)})"
+            f"a different config (differs in: {_config_diff(recorded.get('config'), cfg)})"
     now = now or run_identity(cfg)
     if old.get("code") != now["code"]:
         return f"the library's results version changed ({old.get('code')} then, {now['code']} now)"
     if old.get("config") != now["config"]:
-        return f"the config changed (differs in: {_config_diff(recorded.get('config'), cfg)})"
+        return f"a different config (differs in: {_config_diff(recorded.get('config'), cfg)})"
     for role, sha in sorted((old.get("data") or {}).items()):
         cur = now["data"].get(role)
         if sha and cur and sha != cur:
