@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 #: bumped when the library's training changes what a config produces (see the module docstring)
 CODE_VERSION = 1
 IDENTITY_VERSION = 1
-OVERWRITE_HINT = "pass --overwrite (overwrite=True) to replace it, or choose another out_dir"
+OVERWRITE_HINT = "pass --overwrite (overwrite=True) to replace it, delete the folder, or choose another out_dir"
 
 
 class InputsChangedError(RunExistsError):
