@@ -123,6 +123,8 @@ CLI_CASES = [
     # round two (issue 26): each was silent, unclear or destructive before
     ("yaml-duplicate-key", ["train", "--config", "{dup}", "--no-progress", "out_dir={dir}/r11"],
      ["duplicate key 'epochs'", "line 3"]),
+    ("override-twice", ["train", *DIGITS, "epochs=1", "out_dir={dir}/r17", "--out", "{dir}/r16"],
+     ["out_dir is given twice", "--out"]),
     ("temperature-1e-30", ["distill", *DIGITS, "--teacher", "{m64}", "distill.temperature=1e-30",
                            "out_dir={dir}/r12"], ["temperature", "[0.01, 1000]"]),
     ("sweep-same-value-twice", ["sweep", *DIGITS, "--out", "{dir}/s4", "optim.lr=0.1,0.10"],

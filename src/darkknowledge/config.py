@@ -353,14 +353,20 @@ def _yaml_load(text: str) -> Any:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML."""
+    """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML. A key given
+    twice is an error (which one was meant?)."""
     out: dict[str, Any] = {}
+    seen: set[str] = set()
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
+        if key in seen:
+            raise ConfigError(f"override {key} is given twice (out_dir also comes from --out, device from --device, "
+                              "distill.teachers from --teacher) — give it once")
+        seen.add(key)
         try:
             value = _yaml_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
