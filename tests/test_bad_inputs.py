@@ -148,6 +148,8 @@ CLI_CASES = [
     ("resume-and-overwrite", ["train", *DIGITS, "--resume", "--overwrite", "out_dir={finished}"], ["give one"]),
     ("demo-over-committed-results", ["demo", "--quick", "--out", "results/demo"],
      ["results/demo", "reproduce demo", "does not write over"]),
+    ("reproduce-over-another-experiment", ["reproduce", "demo-digits", "--quick", "--out", "results/demo"],
+     ["results/demo", "reproduce demo --seeds 1", "does not write over"]),
     ("ray-bad-address", ["sweep", *DIGITS, "--out", "{dir}/s7", "--executor", "ray", "--ray-address", "nope",
                          "epochs=1,2"], ["Ray address 'nope'"]),
     ("ray-unreachable", ["sweep", *DIGITS, "--out", "{dir}/s8", "--executor", "ray", "--ray-address",

@@ -271,6 +271,9 @@ def _reproduce_cmd(args: argparse.Namespace) -> int:
     fn = get_experiment(args.name)
     kw = {"out": args.out or f"results/{args.name}", "data_dir": args.data_dir, "quick": args.quick,
           "progress": not args.no_progress}
+    from .report.results import claim
+
+    claim(kw["out"], f"darkknowledge reproduce {args.name}")  # not over another experiment's results
     import inspect
 
     accepted = inspect.signature(fn).parameters

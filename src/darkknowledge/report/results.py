@@ -110,15 +110,15 @@ class ResultsFolderError(ValueError):
 
 
 def claim(out: str | os.PathLike, command: str) -> None:
-    """Refuse (before anything is written) a folder whose ``provenance.json`` names a command that does not start
-    with ``command`` — e.g. ``darkknowledge demo --out results/demo``, where ``reproduce demo`` keeps the
-    committed reference runs."""
+    """Refuse (before anything is written) a folder whose ``provenance.json`` names a command other than
+    ``command`` (with any options) — e.g. ``darkknowledge demo --out results/demo``, where ``reproduce demo``
+    keeps the committed reference runs, or ``reproduce demo-digits --out results/demo``."""
     try:
         prov = json.loads((Path(out) / "provenance.json").read_text())
     except (OSError, json.JSONDecodeError):
         return
     made_by = prov.get("command") if isinstance(prov, dict) else None
-    if isinstance(made_by, str) and not made_by.startswith(command):
+    if isinstance(made_by, str) and made_by != command and not made_by.startswith(command + " "):
         raise ResultsFolderError(f"{out} holds the results of `{made_by}`; `{command}` does not write over them — "
                                  "choose another folder")
 
