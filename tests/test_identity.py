@@ -262,3 +262,16 @@ def test_a_failed_overwrite_leaves_the_old_run_as_it_was(tmp_path, monkeypatch):
     rec = train(cfg_for(tmp_path / "r", seed=1), overwrite=True, progress=False)
     assert rec["seed"] == 1 and not (tmp_path / "r" / ".replaced").exists()
     assert snapshot(tmp_path / "r") != before
+
+
+def test_an_image_folder_is_hashed_by_its_files(tmp_path):
+    from darkknowledge.engine.identity import path_sha256
+
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"one")
+    h = path_sha256(tmp_path / "imgs")
+    assert h == path_sha256(tmp_path / "imgs")
+    (tmp_path / "imgs" / "cat" / "b.png").write_bytes(b"two")  # a new image
+    h2 = path_sha256(tmp_path / "imgs")
+    (tmp_path / "imgs" / "cat" / "b.png").rename(tmp_path / "imgs" / "cat" / "c.png")  # relabelled / renamed
+    assert len({h, h2, path_sha256(tmp_path / "imgs")}) == 3

@@ -164,12 +164,24 @@ def _sha_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def path_sha256(path: str | os.PathLike) -> str:
+    """:func:`file_sha256` of a file; of a folder (``data.format: images``), the sha256 over its files' relative
+    paths and hashes, in sorted order."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return file_sha256(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 def data_file_sha256(cfg: TrainConfig) -> dict[str, str | None]:
-    """sha256 of each file of ``data.files`` (``None`` for a file not there)."""
+    """sha256 of each file (or folder) of ``data.files`` (``None`` for one not there)."""
     out: dict[str, str | None] = {}
     for role, f in sorted(cfg.data.files.items()):
         try:
-            out[role] = file_sha256(f)
+            out[role] = path_sha256(f)
         except OSError:
             out[role] = None
     return out
