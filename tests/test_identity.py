@@ -275,3 +275,12 @@ def test_an_image_folder_is_hashed_by_its_files(tmp_path):
     h2 = path_sha256(tmp_path / "imgs")
     (tmp_path / "imgs" / "cat" / "b.png").rename(tmp_path / "imgs" / "cat" / "c.png")  # relabelled / renamed
     assert len({h, h2, path_sha256(tmp_path / "imgs")}) == 3
+
+
+def test_a_config_field_added_later_at_its_default_is_not_a_change(tmp_path):
+    cfg = cfg_for(tmp_path / "r")
+    rec = train(cfg, progress=False)
+    rec["config"].pop("channels_last")  # as written before the field existed
+    rec["identity"]["config"] = "written by another version"
+    assert describe_change(rec, cfg) is None
+    assert "differs in: seed" in describe_change(rec, cfg_for(tmp_path / "r", seed=4))

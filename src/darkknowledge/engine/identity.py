@@ -16,7 +16,8 @@ when the user asked for it (``--overwrite``).
 * **The normalised config** (:func:`config_key`) leaves out where things are — ``out_dir``, ``data.data_dir``,
   the paths of ``data.files`` and ``distill.teachers`` (their content is compared instead) and the expected
   ``data.sha256`` checks — so moving or copying a run folder, or giving a path relative or absolute, does not
-  change the identity.
+  change the identity. The record's own ``config`` is what is compared (re-validated, so a field added to the
+  config later, at its default, is no change); the hash in ``identity`` is for the eye.
 * **A built-in dataset's content** is pinned by its loader (every file is checked against a known sha256 when
   it is found), so its name, which the config holds, stands for it.
 * **The code version** (:data:`CODE_VERSION`) is a number bumped by hand when a change of the library alters
@@ -244,7 +245,7 @@ def describe_change(recorded: dict[str, Any], cfg: TrainConfig, now: dict[str, A
     now = now or run_identity(cfg)
     if old.get("code") != now["code"]:
         return f"the library's results version changed ({old.get('code')} then, {now['code']} now)"
-    if old.get("config") != now["config"]:
+    if not _same_key(recorded.get("config"), cfg):  # the recorded config re-validated: new fields at defaults
         return f"a different config (differs in: {_config_diff(recorded.get('config'), cfg)})"
     for role, sha in sorted((old.get("data") or {}).items()):
         cur = now["data"].get(role)
