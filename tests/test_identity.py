@@ -284,3 +284,18 @@ def test_a_config_field_added_later_at_its_default_is_not_a_change(tmp_path):
     rec["identity"]["config"] = "written by another version"
     assert describe_change(rec, cfg) is None
     assert "differs in: seed" in describe_change(rec, cfg_for(tmp_path / "r", seed=4))
+
+
+def test_a_teacher_handed_in_is_identified_by_its_weights_not_by_the_files_named(tmp_path):
+    torch.manual_seed(0)
+    t1, t2 = torch.nn.Linear(64, 10), torch.nn.Linear(64, 10)
+    cfg = cfg_for(tmp_path / "s", distill={"teachers": ["(in-memory teacher)"]})
+    splits = dk.engine.prepare_data(cfg.data)
+    flat = type(splits)(*[type(d)(d.x.flatten(1), d.y, d.index) for d in (splits.train, splits.val, splits.test)],
+                        splits.num_classes, splits.name)
+    rec = run_cached(cfg, splits=flat, teacher=t1, progress=False)
+    assert rec["identity"]["teachers"] is None and len(rec["identity"]["teacher_weights"]) == 1
+    assert finished_record(cfg) is not None  # the files named cannot be compared with weights handed in
+    assert train(cfg, resume=True, splits=flat, teacher=t1, progress=False)["final"] == rec["final"]
+    with pytest.raises(InputsChangedError, match=r"teacher \(weights handed in\) #1 changed"):
+        train(cfg, resume=True, splits=flat, teacher=t2, progress=False)

@@ -188,16 +188,19 @@ def data_file_sha256(cfg: TrainConfig) -> dict[str, str | None]:
     return out
 
 
-def run_identity(cfg: TrainConfig, teacher_sha: list[str] | None = None, splits: Splits | None = None
-                 ) -> dict[str, Any]:
+def run_identity(cfg: TrainConfig, teacher_sha: list[str] | None = None, splits: Splits | None = None,
+                 teacher_given: bool = False) -> dict[str, Any]:
     """The identity of a run of ``cfg`` on these inputs. ``teacher_sha``: the teachers' hashes as the engine
-    computed them (default: of the files of ``distill.teachers``); ``splits``: data handed in rather than
-    read from the config's files."""
-    if teacher_sha is None and cfg.distill is not None:
+    computed them (default: of the files of ``distill.teachers``); ``teacher_given``: they are of the weights
+    of a teacher handed in as modules (``train(teacher=...)``, recorded as ``teacher_weights``: comparable only
+    with a teacher handed in again, never with files); ``splits``: data handed in rather than read from the
+    config's files."""
+    if teacher_sha is None and cfg.distill is not None and not teacher_given:
         teacher_sha = teacher_file_sha256(cfg.distill.teachers)
+    teachers = teacher_sha if cfg.distill is not None else []
     return {"version": IDENTITY_VERSION, "code": CODE_VERSION, "config": _sha_json(config_key(cfg)),
             "data": data_file_sha256(cfg), "splits": splits_sha256(splits) if splits is not None else None,
-            "teachers": teacher_sha if cfg.distill is not None else []}
+            "teachers": None if teacher_given else teachers, "teacher_weights": teachers if teacher_given else None}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -253,13 +256,15 @@ def describe_change(recorded: dict[str, Any], cfg: TrainConfig, now: dict[str, A
             return f"the data file data.files.{role} changed (sha256 {_short(sha)} then, {_short(cur)} now)"
     if old.get("splits") and now.get("splits") and old["splits"] != now["splits"]:
         return "the data passed in (the train/val/test tensors) changed"
-    t_old, t_new = old.get("teachers"), now.get("teachers")
-    if t_old is not None and t_new is not None:
+    for key, what in (("teachers", "teacher file"), ("teacher_weights", "teacher (weights handed in)")):
+        t_old, t_new = old.get(key), now.get(key)
+        if t_old is None or t_new is None:
+            continue
         if len(t_old) != len(t_new):
-            return f"the number of teacher files changed ({len(t_old)} then, {len(t_new)} now)"
+            return f"the number of teachers changed ({len(t_old)} then, {len(t_new)} now)"
         for i, (a, b) in enumerate(zip(t_old, t_new)):
             if a != b:
-                return f"teacher file #{i + 1} changed (sha256 {_short(a)} then, {_short(b)} now)"
+                return f"{what} #{i + 1} changed (sha256 {_short(a)} then, {_short(b)} now)"
     rec_w = recorded.get("weights_sha256")
     if weights is not None and rec_w and Path(weights).is_file():
         cur_w = file_sha256(weights)

@@ -116,12 +116,13 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: 
     _check_splits(splits)
     train_data, n_cls = splits.train, splits.num_classes
     model, model_name, model_args = _build_student(cfg, n_cls, student)
+    teacher_given = teacher is not None
     teacher, teacher_sha = _load_teacher(cfg, n_cls, teacher)
     model.to(device)
     if teacher is not None:
         teacher.to(device)
     _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x))
-    ident = idn.run_identity(cfg, teacher_sha, given_splits)
+    ident = idn.run_identity(cfg, teacher_sha, given_splits, teacher_given)
     if not overwrite:
         done = idn.reuse_finished(cfg, out, ident, student)
         if done is not None:
