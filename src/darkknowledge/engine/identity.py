@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CODE_VERSION", "InputsChangedError", "file_sha256", "tensor_sha256", "config_key", "run_identity",
            "teacher_file_sha256", "describe_change", "changed_since", "read_record", "refusal",
-           "holds_run", "replacing", "reuse_finished", "RUN_FILES"]
+           "holds_run", "check_free", "replacing", "reuse_finished", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,13 @@ RUN_FILES = ("checkpoint.pt", "run.json", "best.safetensors", "last.safetensors"
 
 def holds_run(out: Path) -> bool:
     return (out / "checkpoint.pt").exists() or (out / "run.json").exists()
+
+
+def check_free(out: Path, allowed: bool) -> None:
+    """Unless ``allowed`` (resume or overwrite), a folder that holds a run is refused."""
+    if holds_run(out) and not allowed:
+        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace it, "
+                             "or choose another out_dir")
 
 
 ASIDE = ".replaced"

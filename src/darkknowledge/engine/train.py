@@ -83,14 +83,12 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     A finished run in ``cfg.out_dir`` (its ``run.json``; ``checkpoint.pt`` need not be there) is never trained
     over: with ``resume`` it is returned as it is when its identity (:mod:`.identity`: config, data, teachers)
     matches these inputs — ``student`` gets its selected weights — and refused naming what changed otherwise.
-    ``overwrite``: replace whatever run is there (its files are removed once the new inputs are checked).
+    ``overwrite``: replace the run there (set aside once the new inputs are checked, back if the new run fails).
     """
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} is a file, not a folder — choose a folder for the run")
-    if idn.holds_run(out) and not resume and not overwrite:
-        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace it, "
-                             "or choose another out_dir")
+    idn.check_free(out, resume or overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     w, device, created = dd.setup(resolve_device(cfg.device))
@@ -134,9 +132,7 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: 
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
         torch.manual_seed(cfg.seed * 1_000_003 + w.rank)
     with RunLock(out) if w.main else nullcontext():
-        if idn.holds_run(out) and not resume and not overwrite:  # another process started this run meanwhile
-            raise RunExistsError(f"{out} already holds a run — pass --resume to continue it, --overwrite to replace "
-                                 "it, or choose another out_dir")
+        idn.check_free(out, resume or overwrite)  # another process may have started this run meanwhile
         with idn.replacing(out, overwrite and w.main):  # the old run is back in place if this one fails
             dd.barrier(w)
             # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
