@@ -480,8 +480,10 @@ def test_a_failing_writer_loses_nothing(tmp_path, monkeypatch, target, mode):
         return real_replace(src, dst, *a, **k)
 
     monkeypatch.setattr(os, "fsync" if mode == "disk-full" else "replace", fsync if mode == "disk-full" else replace)
-    with pytest.raises(OSError if mode == "disk-full" else KeyboardInterrupt):
+    with pytest.raises(OSError if mode == "disk-full" else KeyboardInterrupt) as e:
         again()
+    if mode == "disk-full":  # the error names the file being written, not its temporary twin
+        assert e.value.errno == errno.ENOSPC and Path(e.value.filename).name == target
     monkeypatch.undo()
     for p, data in before.items():
         assert p.is_file() and p.read_bytes() == data, p

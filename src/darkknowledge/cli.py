@@ -314,7 +314,8 @@ def error_line(e: BaseException) -> str:
     import errno
 
     if isinstance(e, OSError) and e.strerror:  # raised by the OS (a library's own OSError subclasses carry text)
-        where = f"{e.filename}: " if e.filename else ""
+        name = e.filename2 or e.filename  # of a rename: the destination
+        where = f"{name}: " if name else ""
         hint = {errno.ENOSPC: "no space left on the device — free some space and rerun (files written before are "
                               "kept as they were)",
                 errno.EDQUOT: "disk quota exceeded — free some space and rerun",

@@ -60,8 +60,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno and (e.filename is None or e.filename == tmp):  # name the file meant
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 
