@@ -299,3 +299,17 @@ def test_a_teacher_handed_in_is_identified_by_its_weights_not_by_the_files_named
     assert train(cfg, resume=True, splits=flat, teacher=t1, progress=False)["final"] == rec["final"]
     with pytest.raises(InputsChangedError, match=r"teacher \(weights handed in\) #1 changed"):
         train(cfg, resume=True, splits=flat, teacher=t2, progress=False)
+
+
+def test_an_overwrite_killed_midway_is_rolled_back_by_the_next_command(tmp_path):
+    """SIGKILL leaves the old run in .replaced beside the new run's first checkpoint; the next command on the
+    folder puts the old run back before looking at it."""
+    from darkknowledge.engine.identity import set_aside
+
+    cfg = cfg_for(tmp_path / "r")
+    rec = train(cfg, progress=False)
+    before = snapshot(tmp_path / "r")
+    set_aside(tmp_path / "r")
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"the killed overwrite's first checkpoint")
+    assert train(cfg, resume=True, progress=False)["final"] == rec["final"]
+    assert snapshot(tmp_path / "r") == before and not (tmp_path / "r" / ".replaced").exists()

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CODE_VERSION", "InputsChangedError", "file_sha256", "tensor_sha256", "config_key", "run_identity",
            "teacher_file_sha256", "describe_change", "changed_since", "read_record", "refusal",
-           "holds_run", "check_free", "replacing", "reuse_finished", "RUN_FILES"]
+           "holds_run", "check_free", "replacing", "recover", "reuse_finished", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ ASIDE = ".replaced"
 def set_aside(out: Path) -> Path | None:
     """``overwrite``: move the run's files (:data:`RUN_FILES`) into ``out/.replaced`` — put back by
     :func:`put_back` when the new run fails, removed when it finishes — so that a failed overwrite leaves the old
-    run as it was. A ``.replaced`` left by a killed overwrite is the old run the user asked to replace: dropped."""
+    run as it was (a ``.replaced`` left by a killed overwrite is put back by :func:`recover` first)."""
     aside = out / ASIDE
     shutil.rmtree(aside, ignore_errors=True)
     present = [out / n for n in RUN_FILES if (out / n).exists()]
@@ -347,6 +347,20 @@ def put_back(out: Path, aside: Path | None, failed: bool) -> None:
         for p in aside.iterdir():
             os.replace(p, out / p.name)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover(out: Path) -> None:
+    """An overwrite that was killed (SIGKILL, power loss) leaves the old run in ``out/.replaced`` beside the new
+    run's first files: the old run is put back — under the run lock, so a live overwrite is never disturbed —
+    and the command goes on as if the overwrite had never started."""
+    if not (out / ASIDE).is_dir() or int(os.environ.get("RANK", "0")) != 0:
+        return
+    from .lock import RunLock
+
+    with RunLock(out):
+        if (out / ASIDE).is_dir():
+            put_back(out, out / ASIDE, failed=True)
+            log.warning("%s: an overwrite of this run was interrupted; the old run is back in place", out)
 
 
 @contextlib.contextmanager

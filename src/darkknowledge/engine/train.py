@@ -88,6 +88,7 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} is a file, not a folder — choose a folder for the run")
+    idn.recover(out)  # the old run back, if an overwrite was killed
     idn.check_free(out, resume or overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
