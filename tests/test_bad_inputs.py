@@ -135,6 +135,7 @@ CLI_CASES = [
     ("ensemble-a-billion-members", ["ensemble", *DIGITS, "--members", "1000000000", "--out", "{dir}/e2"],
      ["--members", "1..1000"]),
     ("out-is-a-file", ["train", *DIGITS, "--out", "{file}"], ["is a file, not a folder"]),
+    ("sweep-out-is-a-file", ["sweep", *DIGITS, "--out", "{file}", "epochs=1,2"], ["a_file is a file, not a folder"]),
     ("out-under-a-file", ["train", *DIGITS, "epochs=1", "--out", "{file}/run"], ["a_file", "is a file"]),
     ("model-raises-in-init", ["train", *DIGITS, "model.name=usermodels:Raises",
                               "out_dir={dir}/r13"], ["usermodels:Raises", "RuntimeError", "cannot build"]),

@@ -66,8 +66,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="darkknowledge", description="Knowledge distillation on PyTorch.",
-                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="darkknowledge", description="Knowledge distillation on PyTorch.", epilog=EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"darkknowledge {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks, as --debug)")
     ap.add_argument("--debug", action="store_true",

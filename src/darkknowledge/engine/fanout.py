@@ -36,7 +36,7 @@ def train_ensemble(cfg: TrainConfig, members: int, out: str | Path, executor: st
     of other inputs are refused, or retrained with ``overwrite``."""
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_RUNS:
         raise ValueError(f"--members must be an integer in 1..{MAX_RUNS}, got {members!r}")
-    out = Path(out)
+    out = _folder(out)
     jobs = [Job(cfg.model_copy(update={"seed": cfg.seed + i, "out_dir": str(out / f"member{i}")}).model_dump())
             for i in range(members)]
     records = run_jobs(jobs, executor, workers, progress, overwrite=overwrite, **executor_args)
@@ -45,6 +45,13 @@ def train_ensemble(cfg: TrainConfig, members: int, out: str | Path, executor: st
              "val": r["final"]["val"]} for j, r in zip(jobs, records)]
     combine = cfg.distill.combine if cfg.distill is not None else "arithmetic"
     return write_manifest(out / "ensemble.json", rows, combine, config=cfg.model_dump())
+
+
+def _folder(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder — choose a folder")
+    return out
 
 
 def split_values(raw: str) -> list[str]:
@@ -118,7 +125,7 @@ def sweep(cfg: TrainConfig, overrides: list[str], out: str | Path, executor: str
     if not axes:
         raise ConfigError("a sweep needs at least one key with several values, e.g. distill.temperature=1,2,4")
     base = apply_overrides(cfg, fixed)
-    out = Path(out)
+    out = _folder(out)
     cells, jobs = [], []
     for combo in itertools.product(*[[(k, v) for v in vs] for k, vs in axes]):
         name = "_".join(_slug(k, v) for k, v in combo)
