@@ -7,6 +7,7 @@ property-based checks (Hypothesis) of the config overrides, the IDX reader and t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -54,8 +55,30 @@ def files(tmp_path_factory) -> dict[str, str]:
     dk.save_model(dk.create_model("mlp", **args64), d / "m64.safetensors", "mlp", args64)
     (d / "corrupt_run").mkdir()
     (d / "corrupt_run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    return {k: str(d / v) for k, v in {"t784": "t784.safetensors", "t5": "t5.safetensors", "m64": "m64.safetensors",
-                                       "corrupt": "corrupt_run", "dir": "."}.items()}
+    # round two (issue 26)
+    (d / "dup.yaml").write_text("epochs: 2\nmodel: {name: mlp, args: {in_features: 64}}\nepochs: 3\n")
+    (d / "a_file").write_text("not a folder")
+    (d / "usermodels.py").write_text(
+        "import torch\n"
+        "class Raises(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10, **kw):\n"
+        "        super().__init__()\n"
+        "        raise RuntimeError('cannot build: no GPU kernels')\n"
+        "class Pair(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10, **kw):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(64, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        z = self.fc(x.flatten(1))\n"
+        "        return z, z.detach()\n")
+    nan = dk.create_model("mlp", **args64)
+    with torch.no_grad():
+        nan.head.weight[0, 0] = float("nan")
+    dk.save_model(nan, d / "nan.safetensors", "mlp", args64)
+    train(_digits_cfg(d / "finished"), progress=False)  # a finished run (of another config than DIGITS)
+    names = {"t784": "t784.safetensors", "t5": "t5.safetensors", "m64": "m64.safetensors", "corrupt": "corrupt_run",
+             "dir": ".", "dup": "dup.yaml", "file": "a_file", "nan": "nan.safetensors", "finished": "finished"}
+    return {k: str(d / v) for k, v in names.items()}
 
 
 DIGITS = ["--config", "configs/digits_mlp.yaml", "--no-progress"]
@@ -97,6 +120,41 @@ CLI_CASES = [
      ["--ray-address needs --executor ray"]),
     ("distill-bad-manifest", ["distill", *DIGITS, "--teacher", "{dir}/none.json", "out_dir={dir}/r10"],
      ["ensemble manifest", "unreadable"]),
+    # round two (issue 26): each was silent, unclear or destructive before
+    ("yaml-duplicate-key", ["train", "--config", "{dup}", "--no-progress", "out_dir={dir}/r11"],
+     ["duplicate key 'epochs'", "line 3"]),
+    ("override-twice", ["train", *DIGITS, "epochs=1", "out_dir={dir}/r17", "--out", "{dir}/r16"],
+     ["out_dir is given twice", "--out"]),
+    ("temperature-1e-30", ["distill", *DIGITS, "--teacher", "{m64}", "distill.temperature=1e-30",
+                           "out_dir={dir}/r12"], ["temperature", "[0.01, 1000]"]),
+    ("sweep-same-value-twice", ["sweep", *DIGITS, "--out", "{dir}/s4", "optim.lr=0.1,0.10"],
+     ["optim.lr", "0.1 and 0.10 are the same value"]),
+    ("sweep-key-twice", ["sweep", *DIGITS, "--out", "{dir}/s5", "epochs=1,2", "epochs=3,4"], ["epochs", "twice"]),
+    ("sweep-grid-too-big", ["sweep", *DIGITS, "--out", "{dir}/s6", "seed=" + ",".join(map(str, range(40))),
+                            "epochs=" + ",".join(map(str, range(1, 41)))], ["1600 cells", "at most 1000"]),
+    ("ensemble-a-billion-members", ["ensemble", *DIGITS, "--members", "1000000000", "--out", "{dir}/e2"],
+     ["--members", "1..1000"]),
+    ("out-is-a-file", ["train", *DIGITS, "--out", "{file}"], ["is a file, not a folder"]),
+    ("sweep-out-is-a-file", ["sweep", *DIGITS, "--out", "{file}", "epochs=1,2"], ["a_file is a file, not a folder"]),
+    ("out-under-a-file", ["train", *DIGITS, "epochs=1", "--out", "{file}/run"], ["a_file", "is a file"]),
+    ("model-raises-in-init", ["train", *DIGITS, "model.name=usermodels:Raises",
+                              "out_dir={dir}/r13"], ["usermodels:Raises", "RuntimeError", "cannot build"]),
+    ("model-returns-a-tuple", ["train", *DIGITS, "model.name=usermodels:Pair",
+                               "out_dir={dir}/r14"], ["student", "returns a tuple", "logits"]),
+    ("teacher-nan-weights", ["distill", *DIGITS, "--teacher", "{nan}", "out_dir={dir}/r15"],
+     ["teacher", "nan.safetensors", "non-finite weights"]),
+    ("finished-run-no-resume", ["train", *DIGITS, "out_dir={finished}"], ["already holds a run", "--overwrite"]),
+    ("finished-run-other-config", ["train", *DIGITS, "--resume", "out_dir={finished}"],
+     ["finished run of other inputs", "a different config", "--overwrite"]),
+    ("resume-and-overwrite", ["train", *DIGITS, "--resume", "--overwrite", "out_dir={finished}"], ["give one"]),
+    ("demo-over-committed-results", ["demo", "--quick", "--out", "results/demo"],
+     ["results/demo", "reproduce demo", "does not write over"]),
+    ("reproduce-over-another-experiment", ["reproduce", "demo-digits", "--quick", "--out", "results/demo"],
+     ["results/demo", "reproduce demo --seeds 1", "does not write over"]),
+    ("ray-bad-address", ["sweep", *DIGITS, "--out", "{dir}/s7", "--executor", "ray", "--ray-address", "nope",
+                         "epochs=1,2"], ["Ray address 'nope'"]),
+    ("ray-unreachable", ["sweep", *DIGITS, "--out", "{dir}/s8", "--executor", "ray", "--ray-address",
+                         "127.0.0.1:9", "epochs=1,2"], ["Ray at 127.0.0.1:9"]),
 ]
 
 
@@ -105,12 +163,14 @@ def test_cli_bad_input(case, files):
     _, argv, words = case
     argv = [a.format(**files) for a in argv]
     run_dirs = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("out_dir=")]
+    run_dirs += [Path(argv[i + 1]) for i, a in enumerate(argv) if a == "--out" and not argv[i + 1].startswith("results")]
     before = tree_hash(REPO / "results", *run_dirs)
-    r = subprocess.run([sys.executable, "-m", "darkknowledge", *argv], cwd=REPO, env=ENV, capture_output=True,
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), files["dir"]])}  # usermodels.py
+    r = subprocess.run([sys.executable, "-m", "darkknowledge", *argv], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr)
     err = r.stderr.strip()
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
     for w in words:
         assert w in err, (w, err)
     assert tree_hash(REPO / "results", *run_dirs) == before
@@ -279,3 +339,153 @@ def test_stale_temp_files_of_a_killed_write_are_removed_at_the_next_start(tmp_pa
     (tmp_path / "r" / "run.json").unlink()
     train(cfg, resume=True, progress=False)
     assert not stale.exists()
+
+
+# --------------------------------------------------------------------------- round two: OS errors, Ctrl-C, faults
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    from darkknowledge import cli
+
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.ENOSPC, ["no space left", "kept as they were"]),
+    (errno.EACCES, ["permission denied", "--out"]),
+    (errno.EROFS, ["read-only file system"]),
+    (errno.EDQUOT, ["quota"]),
+])
+def test_os_errors_while_writing_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, words):
+    import tempfile
+
+    def refuse(*a, dir=None, prefix="", **k):
+        raise OSError(code, os.strerror(code), str(Path(dir) / prefix))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc, err = _main(["train", *DIGITS, "epochs=1", f"out_dir={tmp_path / 'r'}"], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(tmp_path / "r") in err and all(w in err for w in words), err
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+@pytest.mark.parametrize("command, hint, absent", [
+    ("train", "rerun with --resume", None),
+    ("demo", "rerun with --resume", None),
+    ("sweep", "rerun the same command", "--resume"),
+    ("ensemble", "rerun the same command", "--resume"),
+    ("evaluate", "nothing was written", "--resume"),
+])
+def test_ctrl_c_names_resume_only_where_the_command_takes_it(monkeypatch, capsys, command, hint, absent):
+    from darkknowledge import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    name = {"train": "_train_cmd", "demo": "_demo_cmd", "sweep": "_sweep_cmd", "ensemble": "_ensemble_cmd",
+            "evaluate": "_evaluate_cmd"}[command]
+    monkeypatch.setattr(cli, name, interrupted)
+    argv = {"train": ["train"], "demo": ["demo"], "sweep": ["sweep", "--out", "x"],
+            "ensemble": ["ensemble", "--members", "2", "--out", "x"], "evaluate": ["evaluate", "m"]}[command]
+    rc, err = _main(argv, capsys)
+    assert rc == 130 and hint in err and len(err.splitlines()) == 1
+    assert absent is None or absent not in err
+    assert hasattr(cli.build_parser().parse_args(argv), "resume") == (command in cli.RESUMABLE)
+
+
+def test_a_bug_keeps_its_traceback_and_debug_shows_a_user_errors(monkeypatch, capsys):
+    from darkknowledge import cli
+
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    def mistake(args):
+        raise ValueError("your mistake")
+
+    monkeypatch.setattr(cli, "_evaluate_cmd", bug)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["evaluate", "m"])
+    monkeypatch.setattr(cli, "_evaluate_cmd", mistake)
+    assert _main(["evaluate", "m"], capsys) == (2, "darkknowledge evaluate: error: your mistake")
+    with pytest.raises(ValueError):
+        cli.main(["--debug", "evaluate", "m"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError):
+        cli.main(["evaluate", "m"])
+
+
+def test_files_honour_the_umask(tmp_path):
+    from darkknowledge.utils import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+# One writer each: make the state it writes over, then run the command that writes it again, failing at that
+# file (disk full: fsync raises ENOSPC; kill: the process dies between writing the temporary file and renaming
+# it). Every file that was there before must be byte-identical afterwards, and no temporary file is left.
+
+def _writer_run(tmp_path: Path, target: str):
+    """(setup, again, folder) for the writer of ``target``."""
+    from darkknowledge.engine.fanout import sweep, train_ensemble
+    from darkknowledge.engine.jobs import cached_eval
+    from darkknowledge.report import Results
+
+    out = tmp_path / "w"
+    cfg = _digits_cfg(out, optim={"name": "adam", "lr": 1e-3})
+    if target in ("run.json", "checkpoint.pt", "best.safetensors"):
+        return (lambda: train(cfg, progress=False),
+                lambda: train(_digits_cfg(out, seed=1), overwrite=True, progress=False), out)
+    if target == "sweep.json":
+        return (lambda: sweep(cfg, ["seed=0,1"], out, progress=False),
+                lambda: sweep(cfg, ["seed=0,1,2"], out, progress=False), out)
+    if target == "ensemble.json":
+        return (lambda: train_ensemble(cfg, 1, out, progress=False),
+                lambda: train_ensemble(cfg, 2, out, progress=False), out)
+    if target == "summary.json":
+        def commit(v):
+            res = Results(out)
+            res.write_json("summary.json", {"v": v})
+            res.commit({"command": "x"}, lambda p: f"report {v}")
+        return (lambda: commit(1), lambda: commit(2), out)
+    assert target == "eval.json"
+    return (lambda: (train(cfg, progress=False), cached_eval(out, "a", lambda: {"a": 1})),
+            lambda: cached_eval(out, "b", lambda: {"b": 2}), out)
+
+
+WRITERS = ["run.json", "checkpoint.pt", "best.safetensors", "sweep.json", "ensemble.json", "summary.json", "eval.json"]
+
+
+@pytest.mark.parametrize("mode", ["disk-full", "kill"])
+@pytest.mark.parametrize("target", WRITERS)
+def test_a_failing_writer_loses_nothing(tmp_path, monkeypatch, target, mode):
+    setup, again, folder = _writer_run(tmp_path, target)
+    setup()
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock")}
+    assert any(p.name == target for p in before)
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{target}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    def replace(src, dst, *a, **k):
+        if Path(dst).name == target and Path(src).name.startswith(f".{target}.") and Path(src).name.endswith(".tmp"):
+            raise KeyboardInterrupt  # the kill, between the write and the rename
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "fsync" if mode == "disk-full" else "replace", fsync if mode == "disk-full" else replace)
+    with pytest.raises(OSError if mode == "disk-full" else KeyboardInterrupt) as e:
+        again()
+    if mode == "disk-full":  # the error names the file being written, not its temporary twin
+        assert e.value.errno == errno.ENOSPC and Path(e.value.filename).name == target
+    monkeypatch.undo()
+    for p, data in before.items():
+        assert p.is_file() and p.read_bytes() == data, p
+    assert not [p for p in folder.rglob(".*.tmp")]

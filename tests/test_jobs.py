@@ -215,3 +215,43 @@ def test_unknown_or_twice_registered_job_kinds_are_refused():
         register_job_kind("test-jobs-fake")(lambda config, **kw: {})
     with pytest.raises(ValueError, match="already registered"):
         register_job_kind("train")(lambda config, **kw: {})
+
+
+def test_a_ray_address_that_never_answers_fails_in_bounded_time_naming_it():
+    """A server that accepts connections and never answers (Ray itself would retry for minutes)."""
+    import socket
+    import time
+
+    from darkknowledge.engine.jobs import RayConnectError, _connect_ray
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    addr = f"127.0.0.1:{srv.getsockname()[1]}"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RayConnectError, match=f"Ray at {addr} did not answer within 0.5 s"):
+            _connect_ray(lambda: time.sleep(60), addr, timeout_s=0.5)
+    finally:
+        srv.close()
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(RayConnectError, match="not 'auto' nor host:port"):
+        _connect_ray(lambda: None, "head-without-port", timeout_s=0.5)
+    with pytest.raises(RayConnectError, match="cannot connect to Ray at auto: no cluster"):
+        _connect_ray(lambda: (_ for _ in ()).throw(ConnectionError("no cluster")), "auto", timeout_s=0.5)
+
+
+def test_run_jobs_refuses_a_finished_job_of_another_config_before_running_anything(tmp_path):
+    """A legacy-style record (no identity) of another config in a job's folder: refused up front, naming the
+    key, not trained over; other jobs do not start either."""
+    from darkknowledge.engine.identity import InputsChangedError
+
+    cfg = validate({"name": "j", "epochs": 1, "model": {"name": "mlp", "args": {"in_features": 64, "hidden": [4]}},
+                    "data": {"dataset": "digits", "val_size": 100}, "out_dir": str(tmp_path / "a")})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"config": {**cfg.model_dump(), "epochs": 3}}))
+    other = cfg.model_copy(update={"out_dir": str(tmp_path / "b")})
+    with pytest.raises(InputsChangedError, match="differs in: epochs"):
+        run_jobs([Job(other.model_dump()), Job(cfg.model_dump())], progress=False)
+    assert not (tmp_path / "b").exists()
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["epochs"] == 3

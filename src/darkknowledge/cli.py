@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 
@@ -49,6 +49,11 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _add_overwrite(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=help_ + "; a finished run is otherwise never written over")
+
+
 def _add_pool(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="runs at once (default 1; each gets cores // workers torch threads)")
@@ -57,11 +62,21 @@ def _add_pool(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. auto); default: a local Ray")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="darkknowledge", description="Knowledge distillation on PyTorch.",
-                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="darkknowledge", description="Knowledge distillation on PyTorch.", epilog=EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"darkknowledge {__version__}")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks, as --debug)")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"show the traceback of every error (also ${DEBUG_ENV}=1); by default a user's mistake or an "
+                         "OS error is one line")
     sub = ap.add_subparsers(dest="command", required=True)
 
     for name, help_ in (("train", "train a model from labels"), ("distill", "distill from teacher checkpoint(s)")):
@@ -74,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="output directory (same as out_dir=...)")
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as device=...)")
         p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+        _add_overwrite(p, "replace the run in the output directory (finished or not)")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.01 epochs=5")
         _add_common(p)
 
@@ -82,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=_positive_int, required=True, help="number of members (seeds seed..seed+N-1)")
     p.add_argument("--out", required=True, help="output folder (member<i>/ and ensemble.json)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the member config")
+    _add_overwrite(p, "retrain members whose inputs changed (else such a member is refused)")
     _add_pool(p)
     _add_common(p)
 
@@ -92,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value (fixed) or key=v1,v2,... (a grid axis)")
     p.add_argument("--no-baseline", action="store_true",
                    help="no labels-only baseline row (a distillation sweep trains one per non-distillation cell)")
+    _add_overwrite(p, "retrain cells whose inputs changed (else such a cell is refused)")
     _add_pool(p)
     _add_common(p)
 
@@ -142,10 +160,12 @@ def _train_cmd(args: argparse.Namespace) -> int:
         overrides.append("distill.teachers=" + json.dumps(args.teacher))
         if args.combine:
             overrides.append(f"distill.combine={args.combine}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in the output directory, --overwrite replaces it: give one")
     cfg = load_config(args.config, overrides)
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
-    rec = train(cfg, resume=args.resume, progress=not args.no_progress)
+    rec = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports
         return 0
     rows = {cfg.name: rec["final"]["test"]}
@@ -173,7 +193,8 @@ def _ensemble_cmd(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
-    m = train_ensemble(cfg, args.members, args.out, progress=not args.no_progress, **_pool_args(args))
+    m = train_ensemble(cfg, args.members, args.out, progress=not args.no_progress, overwrite=args.overwrite,
+                       **_pool_args(args))
     rows = {f"member{i} (seed {r['seed']})": r["test"] for i, r in enumerate(m["members"])}
     rows[f"ensemble of {len(m['members'])} ({m['combine']})"] = m["ensemble"]["test"]
     _print_metrics(rows, title=f"ensemble members, test metrics; manifest {Path(args.out) / 'ensemble.json'} "
@@ -193,7 +214,7 @@ def _sweep_cmd(args: argparse.Namespace) -> int:
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
     res = sweep(cfg, [o for o in args.overrides if o not in fixed], args.out, progress=not args.no_progress,
-                baseline=not args.no_baseline, **_pool_args(args))
+                baseline=not args.no_baseline, overwrite=args.overwrite, **_pool_args(args))
     keys = [a["key"] for a in res["axes"]]
     print(f"sweep of {len(res['cells'])} runs; {Path(args.out) / 'sweep.json'}; best on validation: "
           f"{res['best_on_validation']}")
@@ -292,6 +313,9 @@ def _reproduce_cmd(args: argparse.Namespace) -> int:
     fn = get_experiment(args.name)
     kw = {"out": args.out or f"results/{args.name}", "data_dir": args.data_dir, "quick": args.quick,
           "progress": not args.no_progress}
+    from .report.results import claim
+
+    claim(kw["out"], f"darkknowledge reproduce {args.name}")  # not over another experiment's results
     import inspect
 
     accepted = inspect.signature(fn).parameters
@@ -307,32 +331,67 @@ def _reproduce_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if getattr(args, "data_dir", None):
-        os.environ.setdefault("DARKKNOWLEDGE_DATA", args.data_dir)
+#: commands that continue an interrupted run with --resume; the others continue when rerun as they were
+RESUMABLE = {"train", "distill", "demo"}
+DEBUG_ENV = "DARKKNOWLEDGE_DEBUG"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user's input or the machine causes (one line, no traceback); any other is a bug."""
     from .config import ConfigError
     from .data import ChecksumError, DatasetNotFoundError, IDXFormatError
     from .engine import CheckpointError, RunExistsError, RunLockedError, TeacherMismatchError, TrainingDivergedError
     from .engine.jobs import JobsFailedError
     from .models import ModelFileError
-    from .store import StoreError as CacheError
+    from .store import StoreError
 
+    return (ConfigError, DatasetNotFoundError, ChecksumError, IDXFormatError, ModelFileError, StoreError,
+            RunExistsError, RunLockedError, CheckpointError, TeacherMismatchError, TrainingDivergedError, ValueError,
+            KeyError, JobsFailedError, OSError)
+
+
+def error_line(e: BaseException) -> str:
+    """A user error as one line: an OS error names the path and what to do; a message of several lines is
+    joined."""
+    import errno
+
+    if isinstance(e, OSError) and e.strerror:  # raised by the OS (a library's own OSError subclasses carry text)
+        name = e.filename2 or e.filename  # of a rename: the destination
+        where = f"{name}: " if name else ""
+        hint = {errno.ENOSPC: "no space left on the device — free some space and rerun (files written before are "
+                              "kept as they were)",
+                errno.EDQUOT: "disk quota exceeded — free some space and rerun",
+                errno.EACCES: "permission denied — choose a folder you can write to (--out)",
+                errno.EPERM: "operation not permitted — choose a folder you can write to (--out)",
+                errno.EROFS: "read-only file system — choose a writable folder (--out)",
+                errno.ENOTDIR: "a part of this path is a file, not a folder",
+                errno.EEXIST: "a file is in the way of a folder",
+                errno.EISDIR: "a folder where a file was expected"}.get(e.errno, e.strerror)
+        return where + hint
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(line.strip() for line in str(msg).splitlines() if line.strip()) or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if getattr(args, "data_dir", None):
+        os.environ.setdefault("DARKKNOWLEDGE_DATA", args.data_dir)
+    debug = args.debug or args.verbose or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     handlers = {"train": _train_cmd, "distill": _train_cmd, "ensemble": _ensemble_cmd, "sweep": _sweep_cmd,
                 "evaluate": _evaluate_cmd, "demo": _demo_cmd, "reproduce": _reproduce_cmd}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetNotFoundError, ChecksumError, IDXFormatError, ModelFileError, CacheError,
-            RunExistsError, RunLockedError, CheckpointError, TeacherMismatchError, TrainingDivergedError, ValueError,
-            KeyError, JobsFailedError) as e:
-        if args.verbose:
+    except _user_errors() as e:
+        if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"darkknowledge {args.command}: error: {msg}", file=sys.stderr)
+        print(f"darkknowledge {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        how = ("rerun with --resume to continue from the last checkpoint" if args.command in RESUMABLE else
+               "rerun the same command to continue (finished runs are kept, interrupted ones resume)"
+               if args.command in ("ensemble", "sweep", "reproduce") else "nothing was written")
+        print(f"darkknowledge {args.command}: interrupted; {how}", file=sys.stderr)
         return 130
 
 

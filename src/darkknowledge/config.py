@@ -184,9 +184,15 @@ class DistillConfig(_Strict):
     cache: bool = True
 
 
+#: the temperatures a config accepts: below 0.01 the softened logits ``z / T`` and the ``T²`` gradient scale
+#: overflow float32 for ordinary logits; above 1000 the soft targets are uniform to float32 precision
+TEMPERATURE_RANGE = (0.01, 1000.0)
+
+
 class KDArgs(_Strict):
     """``method_args`` of ``kd`` (Hinton et al. 2015 §2: ``w_soft · T² · KL(p_T ‖ q_T) + w_hard · CE(y, q_1)``),
-    validated here and completed with these defaults, so that every kd run's record names all four."""
+    validated here and completed with these defaults, so that every kd run's record names all four;
+    ``temperature`` within :data:`TEMPERATURE_RANGE`."""
 
     temperature: float = 4.0
     w_soft: float = 1.0
@@ -196,7 +202,9 @@ class KDArgs(_Strict):
     @field_validator("temperature", "w_soft", "w_hard")
     @classmethod
     def _t(cls, v: float, info: ValidationInfo) -> float:
-        return _finite(v, info.field_name, 0, lo_open=info.field_name == "temperature")
+        if info.field_name == "temperature":
+            return _finite(v, "temperature", *TEMPERATURE_RANGE)
+        return _finite(v, info.field_name, 0)
 
 
 #: kd's settings, which the distill section held until they moved to ``method_args`` (:func:`migrate`)
@@ -308,7 +316,19 @@ def validate(data: dict[str, Any], cls: type[BaseModel] = TrainConfig, source: s
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` (YAML 1.1 wants ``1.0e-3``) as a float."""
+    """SafeLoader that also reads ``1e-3`` (YAML 1.1 wants ``1.0e-3``) as a float, and refuses a key given twice
+    in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first on line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -321,23 +341,36 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and its line and column."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}{where}"
+
+
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML."""
+    """``["optim.lr=0.01", "model.args.hidden=[30,30]"]`` → nested dict; values parsed as YAML. A key given
+    twice is an error (which one was meant?)."""
     out: dict[str, Any] = {}
+    seen: set[str] = set()
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
+        if key in seen:
+            raise ConfigError(f"override {key} is given twice (out_dir also comes from --out, device from --device, "
+                              "distill.teachers from --teacher) — give it once")
+        seen.add(key)
         try:
             value = _yaml_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {_yaml_problem(e)}") from None
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -395,7 +428,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         try:
             data = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
     if not overrides:

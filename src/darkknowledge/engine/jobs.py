@@ -50,16 +50,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, same_config, validate
+from ..config import TrainConfig, validate
 from ..utils import atomic_write_json
+from .identity import changed_since, read_record, refusal
 from .train import train
 
 __all__ = ["Job", "JobsFailedError", "run_cached", "finished_record", "cached_eval", "register_job_kind", "job_kinds",
            "run_job", "run_jobs", "make_executor",
-           "SerialExecutor", "LocalExecutor", "RayExecutor", "EXECUTORS", "cpu_count"]
+           "SerialExecutor", "LocalExecutor", "RayExecutor", "RayConnectError", "EXECUTORS", "cpu_count"]
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
@@ -68,19 +70,22 @@ EXECUTORS = ("local", "ray")
 # --------------------------------------------------------------------------- one cached run
 
 
-def finished_record(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run record of ``cfg`` in ``<out_dir>/run.json``, or ``None`` (absent, unreadable, other config)."""
+def finished_record(cfg: TrainConfig | dict[str, Any], splits=None) -> dict[str, Any] | None:
+    """The finished run record of ``cfg`` in ``<out_dir>/run.json``, or ``None`` (absent, unreadable, or made from
+    other inputs: :func:`~.identity.changed_since`). ``splits``: the data the run is given, when not read from
+    the config's files. The returned record names ``cfg.out_dir`` (a moved folder is the same run)."""
     cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
-    try:
-        rec = json.loads((Path(cfg.out_dir) / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    rec = read_record(cfg.out_dir)
+    if rec is None or changed_since(rec, cfg, splits) is not None:
         return None
-    return rec if isinstance(rec, dict) and same_config(rec.get("config"), cfg) else None
+    return {**rec, "config": {**rec.get("config", {}), "out_dir": cfg.out_dir}}
 
 
 def run_cached(cfg: TrainConfig | dict[str, Any], splits=None, progress: bool = True, need_weights: bool = False,
-               before_train: Callable[[], Any] | None = None, **kw: Any) -> dict[str, Any]:
-    """Train ``cfg`` unless ``<out_dir>/run.json`` already holds a finished run of the same config.
+               before_train: Callable[[], Any] | None = None, overwrite: bool = False, **kw: Any) -> dict[str, Any]:
+    """Train ``cfg`` unless ``<out_dir>/run.json`` already holds a finished run of the same inputs (its identity,
+    :mod:`.identity`). A finished run of other inputs is refused naming what changed — replaced when
+    ``overwrite``.
 
     A run killed half-way resumes from its last checkpoint (``resume=True``). ``need_weights``: the
     caller will load ``best.safetensors``, so a finished record without it (a fresh clone holds the
@@ -92,13 +97,13 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits=None, progress: bool = 
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else validate(cfg)
     out_dir = Path(cfg.out_dir)
-    rec = finished_record(cfg)
+    rec = finished_record(cfg, splits)
     if rec is not None and (not need_weights or (out_dir / "best.safetensors").exists()):
         return rec
     if before_train is not None:
         before_train()
     if rec is None:
-        return train(cfg, resume=True, splits=splits, progress=progress, **kw)
+        return train(cfg, resume=True, splits=splits, progress=progress, overwrite=overwrite, **kw)
     # A finished record without its weights: rebuild them in <out_dir>/.rebuild (resumable there if killed),
     # and move them in only once the rebuild has finished, so a half-trained best.safetensors never sits
     # beside a finished record.
@@ -106,7 +111,8 @@ def run_cached(cfg: TrainConfig | dict[str, Any], splits=None, progress: bool = 
           flush=True)
     tmp = out_dir / ".rebuild"
     new = train(cfg.model_copy(update={"out_dir": str(tmp)}), resume=True, splits=splits, progress=progress, **kw)
-    same = new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new)
+    same = new.get("final") == rec.get("final") and new.get("epochs") == _without_timing(rec.get("epochs"), new) \
+        and rec.get("weights_sha256") in (None, new.get("weights_sha256"))
     for f in ("best.safetensors", "last.safetensors"):
         if (tmp / f).exists():
             os.replace(tmp / f, out_dir / f)
@@ -250,19 +256,43 @@ def _dependencies(jobs: Sequence[Job]) -> list[set[int]]:
 
 
 def _done_already(job: Job) -> dict[str, Any] | None:
+    if job.kwargs.get("overwrite"):
+        return None
     rec = finished_record(job.config)
     if rec is not None and (not job.need_weights or (Path(job.out_dir) / "best.safetensors").exists()):
         return rec
     return None
 
 
+def _check_finished(jobs: list[Job], deps: list[set[int]], overwrite: bool) -> None:
+    """Before anything runs: a finished ``train`` job whose inputs changed is refused (one line naming what
+    changed), or with ``overwrite`` marked to be retrained — and so is every job distilling from it."""
+    marked = set()
+    for i, j in enumerate(jobs):
+        rec = read_record(j.out_dir) if j.kind == TRAIN else None
+        what = changed_since(rec, validate(j.config)) if rec is not None else None
+        if what and not overwrite:
+            raise refusal(j.out_dir, what)
+        if what:
+            marked.add(i)
+    while True:
+        more = {i for i, d in enumerate(deps) if d & marked} - marked
+        if not more:
+            break
+        marked |= more
+    for i in marked:
+        if jobs[i].kind == TRAIN and read_record(jobs[i].out_dir) is not None:
+            jobs[i].kwargs = {**jobs[i].kwargs, "overwrite": True}
+
+
 def run_jobs(jobs: Sequence[Job], executor: str | Executor = "local", workers: int = 1,
-             progress: bool = True, **executor_args: Any) -> list[dict[str, Any]]:
+             progress: bool = True, overwrite: bool = False, **executor_args: Any) -> list[dict[str, Any]]:
     """Run ``jobs`` (finished ones are skipped, crashed ones resumed) and return their records in order.
 
     A job starts once every job it distils from has finished; those get ``need_weights``. When jobs fail,
     the others still run to the end and :class:`JobsFailedError` names the failures (a job whose teacher
-    failed is not started)."""
+    failed is not started). A finished job whose inputs changed (:mod:`.identity`) is refused before anything
+    runs; ``overwrite``: retrain it (and the jobs distilling from it) instead."""
     jobs = list(jobs)
     seen: dict[str, int] = {}
     for i, j in enumerate(jobs):
@@ -272,6 +302,7 @@ def run_jobs(jobs: Sequence[Job], executor: str | Executor = "local", workers: i
             raise ValueError(f"two jobs share out_dir {j.out_dir} (jobs {seen[key]} and {i})")
         seen[key] = i
     deps = _dependencies(jobs)
+    _check_finished(jobs, deps, overwrite)
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     for i, j in enumerate(jobs):  # a teacher of a student still to train must have its weights
         if any(i in d and _done_already(jobs[k]) is None for k, d in enumerate(deps)):
@@ -443,7 +474,8 @@ class RayExecutor(Executor):
     cluster at ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``). Run directories must be on storage
     every node sees."""
 
-    def __init__(self, workers: int = 1, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0):
+    def __init__(self, workers: int = 1, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+                 connect_timeout_s: float = 30.0):
         try:
             import ray
         except ImportError:
@@ -451,8 +483,12 @@ class RayExecutor(Executor):
         self.ray = ray
         if not ray.is_initialized():
             kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
-            ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}}, **kw)
+            init = partial(ray.init, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+                           runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}}, **kw)
+            if address:
+                _connect_ray(init, address, connect_timeout_s)
+            else:
+                init()
         self.workers = workers
         self.threads = max(1, int(num_cpus))
         self.remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_ray_job)
@@ -469,6 +505,47 @@ class RayExecutor(Executor):
             return self.ray.get(handle)
         except self.ray.exceptions.RayTaskError as e:  # re-raise the job's own exception
             raise e.as_instanceof_cause() from None
+
+
+class RayConnectError(ValueError):
+    """The Ray cluster at an address is malformed, unreachable or does not answer in time."""
+
+
+def _connect_ray(init: Callable[[], Any], address: str, timeout_s: float) -> None:
+    """``init()`` (``ray.init`` on ``address``) bounded by ``timeout_s``: a ``host:port`` that refuses or does not
+    accept a TCP connection fails within ``min(10, timeout_s)`` s, one that accepts but never answers after
+    ``timeout_s`` (Ray itself retries for minutes); the error names the address."""
+    import socket
+    import threading
+
+    hostport = address.split("://", 1)[-1]
+    if address != "auto":
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise RayConnectError(f"Ray address {address!r} is not 'auto' nor host:port (or ray://host:port)")
+        try:
+            socket.create_connection((host, int(port)), timeout=min(10.0, timeout_s)).close()
+        except OSError as e:
+            raise RayConnectError(f"cannot reach Ray at {address}: {e.strerror or type(e).__name__} — is the "
+                                  "cluster running (ray start --head) and the address right?") from None
+    box: dict[str, BaseException] = {}
+
+    def go() -> None:
+        try:
+            init()
+        except BaseException as e:  # noqa: BLE001 — reported below
+            box["error"] = e
+
+    th = threading.Thread(target=go, daemon=True, name="ray-connect")
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        raise RayConnectError(f"Ray at {address} did not answer within {timeout_s:g} s — is it a Ray head node "
+                              "(GCS port, default 6379; ray://host:10001 for Ray Client)?")
+    if "error" in box:
+        e = box["error"]
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RayConnectError(f"cannot connect to Ray at {address}: {first}") from None
 
 
 def _ray_job(job: Job, threads: int) -> dict[str, Any]:

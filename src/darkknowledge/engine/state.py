@@ -109,6 +109,8 @@ class Run:
     epoch_clock: tuple[float, int] = (0.0, 0)  # (perf_counter, examples seen) when this epoch (re)started
     #: the batch augmentations of ``cfg.data.augment`` (:func:`~darkknowledge.data.augment.build_augment`), or None
     augment: Any = None
+    #: the run's identity (:func:`~.identity.run_identity`), kept in the checkpoint and the record
+    identity: dict[str, Any] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -128,7 +130,7 @@ class Run:
         rngs = dd.gather_objects(self.world, get_rng_state())
         if self.world.main:
             save_checkpoint(self.ckpt_path, self.state, self.cfg, self.model, self.method, self.opt, self.sched,
-                            self.teacher_sha, rngs)
+                            self.teacher_sha, rngs, self.identity)
 
     def teacher_logits(self, x: Tensor) -> Tensor | None:
         """The teacher's logits on ``x``; ``None`` without a teacher or when it serves stored outputs that do
@@ -144,14 +146,17 @@ class Run:
 
 
 def save_checkpoint(path: Path, st: State, cfg: TrainConfig, model, method, opt, sched,
-                    teacher_sha256: list[str], rank_rngs: list[dict[str, Any]] | None = None) -> None:
-    """``rank_rngs``: every rank's RNG state under torchrun (rank 0's first); this process's otherwise."""
+                    teacher_sha256: list[str], rank_rngs: list[dict[str, Any]] | None = None,
+                    identity: dict[str, Any] | None = None) -> None:
+    """``rank_rngs``: every rank's RNG state under torchrun (rank 0's first); this process's otherwise;
+    ``identity``: the run's (:mod:`.identity`), compared on resume."""
     st.tick()
     rngs = rank_rngs or [get_rng_state()]
     atomic_torch_save({"model": model.state_dict(), "method": method.extra_state(), "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "rng": rngs[0],
                        "state": st.position(), "history": st.history, "best": st.best, "curve": st.curve,
                        "config": cfg.model_dump(), "teacher_sha256": teacher_sha256,
+                       **({"identity": identity} if identity is not None else {}),
                        **({"world_size": len(rngs), "rank_rngs": rngs} if len(rngs) > 1 else {})}, path)
 
 

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from ..config import DataConfig, DistillConfig, OptimConfig, TrainConfig
 from ..data import Splits, load_splits
 from ..data.augment import augment_seed, build_augment
-from ..data.common import sha256_file
 from ..methods import Method, create_method, get_method, list_methods
 from ..metrics import classification_metrics, evaluate
 from ..models import apply_max_norm, create_model, load_model, save_model
@@ -46,6 +45,7 @@ from ..store import run_store, state_sha256
 from ..teachers import Ensemble, ModelTeacher, Teacher, as_teacher, teacher_files
 from ..utils import atomic_write_json, git_commit, machine_facts, module_device, resolve_device, seed_everything
 from . import distributed as dd
+from . import identity as idn
 from .arguments import check_train_args
 from .callbacks import Callback, StepInfo, builtin_callbacks
 from .lock import RunLock
@@ -67,7 +67,7 @@ class TrainingDivergedError(FloatingPointError):
 def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, progress: bool = True,
           track_train: bool = False, track_test: bool = False, student: nn.Module | None = None,
           teacher: Teacher | nn.Module | Sequence[nn.Module] | None = None,
-          callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+          callbacks: Sequence[Callback] = (), overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg.model`` (distilling when ``cfg.distill`` is set) and return the run record.
 
     Writes to ``cfg.out_dir``: ``checkpoint.pt`` (resume state), ``best.safetensors`` (the model
@@ -79,35 +79,44 @@ def train(cfg: TrainConfig, resume: bool = False, splits: Splits | None = None, 
     files then record the student's import path (``"package.module:Class"``). ``student`` is trained in
     place and ends with the weights selected on validation. ``callbacks``: :class:`~.callbacks.Callback`
     objects whose hooks run after the built-in ones (see :mod:`.callbacks`).
+
+    A finished run in ``cfg.out_dir`` (its ``run.json``; ``checkpoint.pt`` need not be there) is never trained
+    over: with ``resume`` it is returned as it is when its identity (:mod:`.identity`: config, data, teachers)
+    matches these inputs — ``student`` gets its selected weights — and refused naming what changed otherwise.
+    ``overwrite``: replace the run there (set aside once the new inputs are checked, back if the new run fails).
     """
     check_train_args(cfg, splits, student, teacher, callbacks)  # a wrong type: a TypeError saying what was expected
     out = Path(cfg.out_dir)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another out_dir")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file, not a folder — choose a folder for the run")
+    idn.recover(out)  # the old run back, if an overwrite was killed
+    idn.check_free(out, resume or overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     w, device, created = dd.setup(resolve_device(cfg.device))
     ok = False
     try:
-        record = _train(cfg, out, w, device, resume, splits, progress, track_train, track_test, student, teacher,
-                        list(callbacks))
+        record = _train(cfg, out, w, device, (resume, overwrite), splits, progress, track_train, track_test, student,
+                        teacher, list(callbacks))
         ok = True
         return record
     finally:
         dd.teardown(created, ok)
 
 
-def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resume: bool, splits: Splits | None,
-           progress: bool, track_train: bool, track_test: bool, student: nn.Module | None,
+def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: tuple[bool, bool],
+           splits: Splits | None, progress: bool, track_train: bool, track_test: bool, student: nn.Module | None,
            teacher: Teacher | nn.Module | Sequence[nn.Module] | None, callbacks: list[Callback]) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
+    resume, overwrite = how
     seed_everything(cfg.seed)
 
+    given_splits = splits
     splits = splits or prepare_data(cfg.data)
     _check_splits(splits)
     train_data, n_cls = splits.train, splits.num_classes
     model, model_name, model_args = _build_student(cfg, n_cls, student)
+    teacher_given = teacher is not None
     teacher, teacher_sha = _load_teacher(cfg, n_cls, teacher)
     model.to(device)
     if teacher is not None:
@@ -115,22 +124,30 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, resum
     _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x), n_cls)
     if cfg.data.augment:  # an augmentation that cannot take these inputs: refused before the run folder exists
         build_augment(cfg.data.augment, sample_shape(cfg, splits))
-    if resume and ckpt_path.exists():  # a corrupt checkpoint, another config or teacher: refused before writing
-        load_checkpoint(ckpt_path, cfg, teacher_sha, w.size)
+    ident = idn.run_identity(cfg, teacher_sha, given_splits, teacher_given)
+    if not overwrite:
+        done = idn.reuse_finished(cfg, out, ident, student)
+        if done is not None:
+            return done
+    if resume and ckpt_path.exists() and not overwrite:  # corrupt, another config, other inputs: refused
+        what = idn.describe_change(load_checkpoint(ckpt_path, cfg, teacher_sha, w.size), cfg, ident)
+        if what:
+            raise idn.InputsChangedError(f"{ckpt_path} was started on other inputs: {what} — {idn.OVERWRITE_HINT}")
     if w.rank > 0:  # dropout and other randomness differ between ranks (the weights come from rank 0)
         torch.manual_seed(cfg.seed * 1_000_003 + w.rank)
     with RunLock(out) if w.main else nullcontext():
-        if ckpt_path.exists() and not resume:  # another process started this run meanwhile
-            raise RunExistsError(f"{out} already holds a run — pass --resume to continue it or choose another "
-                                 "out_dir")
-        # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
-        # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
-        batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
-        method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher, train_data.x,
-                               out, w).to(device)
-        run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha, resume, w,
-                     batches, track_train, track_test)
-        return _loop(run, builtin_callbacks(run, progress) + callbacks)
+        idn.check_free(out, resume or overwrite)  # another process may have started this run meanwhile
+        with idn.replacing(out, overwrite and w.main):  # the old run is back in place if this one fails
+            dd.barrier(w)
+            # evaluation batches sized for each model (the teacher's outputs on the transfer set too: the method's
+            # cache of them is computed at the config's eval_batch_size, set here to the teacher's)
+            batches = eval_batch_size(cfg, model, train_data.x[:1]), eval_batch_size(cfg, teacher, train_data.x[:1])
+            method = _build_method(cfg.model_copy(update={"eval_batch_size": batches[1]}), model, teacher,
+                                   train_data.x, out, w).to(device)
+            run = _start(cfg, out, splits, model, (model_name, model_args), method, teacher, teacher_sha,
+                         resume and not overwrite, w, batches, track_train, track_test)
+            run.identity = ident
+            return _loop(run, builtin_callbacks(run, progress) + callbacks)
 
 
 def _start(cfg: TrainConfig, out: Path, splits: Splits, model: nn.Module, spec: tuple[str, dict[str, Any]],
@@ -280,6 +297,8 @@ def _finish(run: Run) -> dict[str, Any]:
     st.tick()
     record = _record(run.cfg, st, run.splits, final, run.teacher_sha, run.model)
     record["model"] = {"name": run.spec[0], "args": run.spec[1]}  # the real class (a module given as student too)
+    record["identity"] = run.identity
+    record["weights_sha256"] = idn.file_sha256(run.out / "best.safetensors")
     if run.world.distributed:
         record["distributed"] = run.world.record()
     return record
@@ -359,7 +378,6 @@ def eval_batch_size(cfg: TrainConfig, model: nn.Module | None, x: Tensor, budget
 
 # --------------------------------------------------------------------------- the steps of train()
 
-
 def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
                    ) -> tuple[nn.Module, str, dict[str, Any]]:
     """The student, its model name (registry name or import path) and constructor arguments (of a module
@@ -372,7 +390,13 @@ def _build_student(cfg: TrainConfig, n_cls: int, student: nn.Module | None
     else:
         args = dict(cfg.model.args)
         args.setdefault("num_classes", n_cls)
-        model, name = create_model(cfg.model.name, **args), cfg.model.name
+        try:
+            model, name = create_model(cfg.model.name, **args), cfg.model.name
+        except (KeyError, ValueError):
+            raise
+        except Exception as e:  # a user's model whose constructor fails: its error, in one line
+            raise ValueError(f"model {cfg.model.name!r} failed to build with args {args}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
     if getattr(model, "num_classes", n_cls) != n_cls:
         raise ValueError(f"model has {model.num_classes} outputs but the dataset has {n_cls} classes")
     if cfg.channels_last:
@@ -402,9 +426,9 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         stored = StoredTeacher(files[0])
         _check_consistent(cfg, stored)
         stored.num_classes = n_cls
-        return stored, [sha256_file(Path(files[0]) / "manifest.json")]
+        return stored, [idn.file_sha256(Path(files[0]) / "manifest.json")]
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
-    return teacher, [sha256_file(p) for p in files]
+    return teacher, [idn.file_sha256(p) for p in files]
 
 
 def _check_consistent(cfg: TrainConfig, teacher: Teacher) -> None:
@@ -439,19 +463,30 @@ def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: Tra
             continue
         was = m.training
         m.eval()
+        where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
         try:
             out = m(x)
-            if not isinstance(out, Tensor) or out.shape[-1] != n_cls:  # a tuple, or 12 outputs for 10 classes
-                got = f"{out.shape[-1]} outputs" if isinstance(out, Tensor) else f"a {type(out).__name__}"
-                raise ValueError(f"the {who} ({cfg.model.name if who == 'student' else ', '.join(cfg.distill.teachers)}"
-                                 f") returns {got} but {cfg.data.dataset!r} has {n_cls} classes: it must return "
-                                 "one logit per class")
         except RuntimeError as e:
-            where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
             raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
                              f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
         finally:
             m.train(was)
+        _check_output(f"the {who} ({where})", m, out)
+        if out.shape[-1] != n_cls:  # 12 outputs for 10 classes
+            raise ValueError(f"the {who} ({where}) returns {out.shape[-1]} outputs but {cfg.data.dataset!r} has "
+                             f"{n_cls} classes: it must return one logit per class")
+
+
+def _check_output(who: str, m: nn.Module, out: Any) -> None:
+    """A model's output must be one tensor of logits, finite on finite inputs (NaN weights are named)."""
+    if not isinstance(out, Tensor):
+        raise ValueError(f"{who} returns a {type(out).__name__}, not a tensor of logits [batch, classes] — make its "
+                         "forward return the logits alone")
+    if not torch.isfinite(out).all():
+        bad = next((k for k, v in m.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        raise ValueError(f"{who} has non-finite weights (NaN or inf in {bad})" if bad else
+                         f"{who} gives NaN or inf outputs on the first training inputs")
 
 
 def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path,

@@ -27,6 +27,7 @@ from ..data import DatasetNotFoundError, load_dataset
 from ..engine.jobs import Job, run_jobs
 from ..engine.stages import Context, Experiment, Outcome, Stage
 from ..report import Results, SummaryView, fmt, markdown_table, provenance, render, summarize
+from ..report.results import claim
 from . import register_experiment
 
 __all__ = ["run_demo", "demo_configs", "pick_dataset", "REFERENCE_DIRS", "DEMO", "DEMO_DIGITS"]
@@ -207,6 +208,8 @@ def run_demo(out: str | Path | None = None, data_dir: str | None = None, quick: 
              progress: bool = True, dataset: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Train the demo's three models into a fresh folder, print the table, write report and figure."""
     t0 = time.perf_counter()
+    if out is not None:
+        claim(out, "darkknowledge demo")  # not over the committed reference runs (`reproduce demo`) or others
     dataset = dataset or pick_dataset(data_dir)
     out = Path(out) if out is not None else _fresh_dir(Path("runs/demo"), resume)
     recs = dict(zip(MODELS, run_jobs(_jobs(dataset, out / "runs", seed, quick, data_dir), progress=progress)))

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..utils import atomic_write_json, atomic_write_text
 
-__all__ = ["Results", "load_summary"]
+__all__ = ["Results", "ResultsFolderError", "claim", "load_summary"]
 
 STAGING = ".staging"
 
@@ -103,6 +103,24 @@ class Results:
             if p.name != "COMPLETE":
                 os.replace(p, self.out / p.name)
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class ResultsFolderError(ValueError):
+    """A command would write into a results folder another command made."""
+
+
+def claim(out: str | os.PathLike, command: str) -> None:
+    """Refuse (before anything is written) a folder whose ``provenance.json`` names a command other than
+    ``command`` (with any options) — e.g. ``darkknowledge demo --out results/demo``, where ``reproduce demo``
+    keeps the committed reference runs, or ``reproduce demo-digits --out results/demo``."""
+    try:
+        prov = json.loads((Path(out) / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    made_by = prov.get("command") if isinstance(prov, dict) else None
+    if isinstance(made_by, str) and made_by != command and not made_by.startswith(command + " "):
+        raise ResultsFolderError(f"{out} holds the results of `{made_by}`; `{command}` does not write over them — "
+                                 "choose another folder")
 
 
 def load_summary(results_dir: str | os.PathLike) -> dict[str, Any]:
