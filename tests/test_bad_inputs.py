@@ -212,7 +212,7 @@ def test_float_labels_and_short_labels(tmp_path):
     cfg = _digits_cfg(tmp_path / "r")
     splits = dk.engine.prepare_data(cfg.data)
     splits.test = TensorData(splits.test.x, splits.test.y.float(), splits.test.index)
-    with pytest.raises(ValueError, match="integer class ids"):
+    with pytest.raises(TypeError, match="integer class ids"):
         train(cfg, splits=splits, progress=False)
     with pytest.raises(ValueError, match="examples but y has"):
         TensorData(splits.test.x, splits.test.y[:-1])

@@ -30,7 +30,7 @@ def test_the_labels_control_and_the_consistent_student_differ_only_in_the_teache
     s = settings_for(quick)
     ctx = Context("consistent-teaching", tmp_path, None, s, list(range(s.seeds)), quick)
     for b in BENCHMARKS:
-        n = s.benches[b].lengths[1]
+        n = s.benches[b].lengths[-1]
         for f in FORMS:
             lab, dis = labels(ctx, b, n, 0), distilled(ctx, b, f, n, 0)
             assert dis["data"]["augment"] and dis["data"] == lab["data"]  # same data, same augmentation
@@ -87,6 +87,12 @@ def test_quick_summary_is_consistent_with_its_records(quick):
         if b != "speech_heldout":  # the form is the validation argmax at the short length
             f = details["forms"][b]
             assert f["chosen"] == max(FORMS, key=lambda k: (np.mean(f["val_acc"][k]), k == "function_matching"))
+    # the defaults grid: mean rank over the benchmarks, recomputed
+    rows = details["defaults"]
+    for r in rows:
+        ranks = [1 + sum(o["val_acc"][b] > r["val_acc"][b] for o in rows)
+                 + 0.5 * sum(o["val_acc"][b] == r["val_acc"][b] and o is not r for o in rows) for b in r["val_acc"]]
+        assert r["mean_rank"] == pytest.approx(np.mean(ranks))
     n = details["benchmarks"]["mnist"]["n_test"]
     assert summary["mnist_teacher_errors"]["values"][0] == round((1 - summary["mnist_teacher_acc"]["mean"]) * n)
     report = (out / "report.md").read_text()
@@ -106,3 +112,18 @@ def test_rerun_reuses_every_run(quick, monkeypatch):
 
     monkeypatch.setattr(jobs, "train", boom)
     assert get_experiment("consistent-teaching")(out=out, data_dir=data_dir, quick=True, progress=False) == summary
+
+
+def test_kds_defaults_are_the_best_setting_of_the_committed_grid():
+    """kd's default (T, hard weight) — of the config and of dk.distill — is the committed grid's best mean rank."""
+    import inspect
+
+    import darkknowledge as dk
+    from darkknowledge.config import KDArgs
+
+    path = Path(__file__).resolve().parents[1] / "results" / "consistent-teaching" / "details.json"
+    rows = json.loads(path.read_text())["defaults"]
+    best = min(rows, key=lambda r: (r["mean_rank"], r["temperature"], r["w_hard"]))
+    assert (KDArgs().temperature, KDArgs().w_hard) == (best["temperature"], best["w_hard"])
+    sig = inspect.signature(dk.distill).parameters
+    assert (sig["temperature"].default, sig["w_hard"].default) == (best["temperature"], best["w_hard"])

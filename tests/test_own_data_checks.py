@@ -154,7 +154,7 @@ def _cfg(tmp_path: Path, files: dict, **over) -> dk.TrainConfig:
     ({"model": {"name": "small_cnn", "args": {}}}, r"the student \(small_cnn\) cannot take 'mine' inputs of shape \(16,\)"),
     ({"model": {"name": "test_own_data_checks:Twelve", "args": {}}},
      r"the student \(test_own_data_checks:Twelve\) returns 12 outputs but 'mine' has 4 classes"),
-    ({"model": {"name": "test_own_data_checks:Pair", "args": {}}}, r"returns a tuple but 'mine' has 4 classes"),
+    ({"model": {"name": "test_own_data_checks:Pair", "args": {}}}, r"returns a tuple, not a tensor of logits"),
 ])
 def test_refused_before_the_run_folder_exists(tmp_path, over, match):
     files = _npz(tmp_path, X8.reshape(20, 16), Y)  # flat features: no image shape

@@ -26,7 +26,8 @@ TINY = ["epochs=1", "threads=1", "batch_size=100", "data.dataset=digits", "data.
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("teacher") / "t"
-    assert main(["train", "--out", str(out), "--no-progress", *TINY[:-2], "model.args={in_features: 64, "
+    base = [t for t in TINY[:-2] if not t.startswith("epochs=")]  # an override given twice is an error
+    assert main(["train", "--out", str(out), "--no-progress", *base, "model.args={in_features: 64, "
                  "hidden: [128]}", "epochs=40", "optim.name=adam", "optim.lr=0.01", "optim.schedule=constant"]) == 0
     assert json.loads((out / "run.json").read_text())["final"]["val"]["accuracy"] > 0.96
     return out / "best.safetensors"

@@ -39,6 +39,9 @@ BENCHMARKS = ("mnist", "speech", "speech_heldout", "cifar10")
 #: the distillation forms compared on validation (``method_args`` of kd)
 FORMS = {"function_matching": {"temperature": 1.0, "w_soft": 1.0, "w_hard": 0.0, "kind": "kl"},
          "hinton": {"temperature": 2.0, "w_soft": 1.0, "w_hard": 0.5, "kind": "ce"}}
+#: kd's (temperature, hard weight) tried at the short length on the first seed (the "defaults" stage): which
+#: setting a user who changes nothing should get with consistent teaching (T = 2, 0.5 is the Hinton form above)
+DEFAULT_GRID = ((2.0, 0.1), (2.0, 0.5), (4.0, 0.1), (4.0, 0.5))
 SUMMARY_KEYS = ["mnist_teacher_errors", "mnist_labels_errors", "mnist_distilled_errors", "mnist_gain_kept",
                 "speech_gain_kept", "speech_heldout_gain_kept", "cifar10_gain_kept"] + [
     f"{b}_{k}_acc" for b in BENCHMARKS for k in ("labels", "distilled", "teacher")]
@@ -179,6 +182,33 @@ def student_jobs(ctx: Context) -> list[Job]:
             for k in ctx.seeds]
 
 
+def grid_run(ctx: Context, b: str, t: float, w: float) -> dict[str, Any]:
+    """The short-length, first-seed student of kd at (T, hard weight) — the Hinton form's run for (2, 0.5)."""
+    if {"temperature": t, "w_soft": 1.0, "w_hard": w, "kind": "ce"} == FORMS["hinton"]:
+        return distilled(ctx, b, "hinton", _short(ctx, b), ctx.seeds[0])
+    c = distilled(ctx, b, "hinton", _short(ctx, b), ctx.seeds[0])
+    c["method_args"] = {"temperature": t, "w_soft": 1.0, "w_hard": w, "kind": "ce"}
+    c["out_dir"] = str(ctx.out / "runs" / b / f"kd_T{t:g}_w{w:g}_{_short(ctx, b)}ep" / f"distilled_seed{ctx.seeds[0]}")
+    return c
+
+
+def grid_jobs(ctx: Context) -> list[Job]:
+    return [Job(grid_run(ctx, b, t, w)) for b in CHOOSE for t, w in DEFAULT_GRID]
+
+
+def defaults(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    """Validation accuracy of each (T, hard weight) per benchmark, and its mean rank over the benchmarks (1 =
+    best): the evidence for kd's defaults."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    val = {b: [_acc(ctx.records[grid_run(ctx, b, t, w)["out_dir"]], "val") for t, w in DEFAULT_GRID] for b in CHOOSE}
+    ranks = np.mean([rankdata([-v for v in val[b]]) for b in CHOOSE], 0)
+    rows = [{"temperature": t, "w_hard": w, "val_acc": {b: val[b][i] for b in CHOOSE}, "mean_rank": float(ranks[i])}
+            for i, (t, w) in enumerate(DEFAULT_GRID)]
+    return Outcome(details={"defaults": rows})
+
+
 def _gain(teacher: float, base: list[float], student: list[float]) -> list[float]:
     """(student − mean(base)) / (teacher − mean(base)), per student."""
     b = _mean(base)
@@ -259,7 +289,8 @@ def _figures(ctx: Context, res: Results) -> None:
 EXPERIMENT = register_experiment(Experiment(
     "consistent-teaching", settings=settings_for, default_seeds=lambda s: s.seeds,
     stages=[Stage("members", first_jobs, choose_forms, upfront=True),
-            Stage("students", student_jobs, students, needs=("members",))],
+            Stage("students", student_jobs, students, needs=("members",)),
+            Stage("defaults", grid_jobs, defaults, needs=("members",))],
     summary_keys=SUMMARY_KEYS, report=_report, figures=_figures,
     extra_provenance=lambda ctx: {"settings": {"seeds": ctx.settings.seeds, "precision": ctx.settings.precision,
                                                "benches": {b: vars(x) for b, x in ctx.settings.benches.items()}}}))

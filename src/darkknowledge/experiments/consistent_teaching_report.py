@@ -146,6 +146,26 @@ def _cost_table(details: dict[str, Any]) -> str:
                            "one teacher / member (s)"], rows)
 
 
+def _defaults_table(details: dict[str, Any]) -> str:
+    rows = details["defaults"]
+    names = list(rows[0]["val_acc"])
+    return markdown_table(["T", "hard weight", *(NAMES[b] for b in names), "mean rank"],
+                          [(f"{r['temperature']:g}", f"{r['w_hard']:g}", *(f"{100 * r['val_acc'][b]:.2f}" for b in names),
+                            f"{r['mean_rank']:.2f}") for r in rows])
+
+
+def _defaults_verdict(details: dict[str, Any]) -> str:
+    from ..config import KDArgs
+
+    rows = details["defaults"]
+    best = min(rows, key=lambda r: (r["mean_rank"], r["temperature"], r["w_hard"]))
+    lib = KDArgs()
+    agree = (lib.temperature, lib.w_hard) == (best["temperature"], best["w_hard"])
+    return (f"Best mean rank: T = {best['temperature']:g}, hard weight {best['w_hard']:g}. The library's kd default "
+            f"(`KDArgs`, and `dk.distill`) is T = {lib.temperature:g}, hard weight {lib.w_hard:g}"
+            + (" — the same." if agree else " — not the best here."))
+
+
 def report(settings: Any, summary: dict[str, Any], details: dict[str, Any], prov: dict[str, Any]) -> str:
     T = _t()
     train_min = sum(float(np.sum(c["labels_s"]) + np.sum(c["distilled_s"])) + 0.0
@@ -162,6 +182,9 @@ def report(settings: Any, summary: dict[str, Any], details: dict[str, Any], prov
                   render(T["forms"], forms_table=_forms_table(details)),
                   render(T["curve"], curve_table=_curve_table(details), more_training=_more_training(details)),
                   render(T["cost"], cost_table=_cost_table(details))]
+    if "defaults" in details:
+        parts.append(render(T["defaults"], defaults_table=_defaults_table(details),
+                            defaults_verdict=_defaults_verdict(details)))
     return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
 
