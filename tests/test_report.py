@@ -200,6 +200,7 @@ RERENDER = [  # (experiment, results folder, options, the data it needs)
     ("subclass-clickthrough", "results/subclass-clickthrough", {"seeds": 3}, "criteo-sample"),
     ("subclass-cifar-2x5", "results/subclass-cifar-2x5", {"seeds": 3}, "cifar10-jpeg/cifar10_jpeg_q75.tar.gz"),
     ("hinton-mnist", "results/hinton-mnist", {}, None),
+    ("consistent-teaching", "results/consistent-teaching", {}, "fsdd/fsdd.npz"),
     ("hinton-specialists", "results/hinton-specialists", {}, "omniglot-small/images_background_small1.zip"),
 ]
 

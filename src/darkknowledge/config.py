@@ -196,7 +196,7 @@ class KDArgs(_Strict):
 
     temperature: float = 4.0
     w_soft: float = 1.0
-    w_hard: float = 0.1
+    w_hard: float = 0.5
     kind: Literal["ce", "kl", "logits"] = "ce"
 
     @field_validator("temperature", "w_soft", "w_hard")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def distill(student: nn.Module, teacher: Teacher | nn.Module | Sequence[nn.Module] | None, x: Any,
             y: Tensor | None = None, *, val: Any = None, val_fraction: float = 0.1, test: Any = None,
-            temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1, epochs: int = 10,
+            temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.5, epochs: int = 10,
             batch_size: int | None = None, lr: float = 1e-3, optimizer: str = "adam", schedule: str = "constant",
             weight_decay: float = 0.0, warmup_epochs: float = 0.0, augment: Sequence[Any] = (),
             augment_shape: Sequence[int] | None = None, seed: int = 0,

@@ -238,7 +238,7 @@ def students(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
             v["mnist_teacher_errors"] = [round((1 - teacher) * n_test)]
             v["mnist_labels_errors"] = [float(r["final"]["test"]["errors"]) for r in lab]
             v["mnist_distilled_errors"] = [float(r["final"]["test"]["errors"]) for r in dis]
-        det[b] = {"form": form, "curve": curve, "member_acc": [_acc(r) for r in rec.values()],
+        det[b] = {"form": form, "curve": curve, "teacher_acc": teacher, "member_acc": [_acc(r) for r in rec.values()],
                   "member_s": [r["wall_time_s"] for r in rec.values()], "n_test": int(dis[0]["final"]["test"]["n"]),
                   "agreement": [r["final"]["test"].get("agreement") for r in dis]}
     return Outcome(v, {"benchmarks": det, "protocol_2015": protocol_2015(ctx)})

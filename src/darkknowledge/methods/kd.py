@@ -32,7 +32,7 @@ class KD(Method):
     needs_teacher = True
     mixed_labels = True
 
-    def __init__(self, student, teacher, temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.1,
+    def __init__(self, student, teacher, temperature: float = 4.0, w_soft: float = 1.0, w_hard: float = 0.5,
                  kind: str = "ce", objective: DistillationObjective | None = None):
         super().__init__(student, teacher)
         self.objective = objective or DistillationObjective(temperature, w_soft, w_hard, kind)
