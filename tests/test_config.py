@@ -42,7 +42,7 @@ def test_defaults_and_valid_file(tmp_path):
     assert cfg.epochs == 3 and cfg.optim.name == "adam" and cfg.optim.lr == 0.001
     assert cfg.model.args == {"hidden": [30, 30]}
     assert cfg.distill.teachers == ["a.safetensors", "b.safetensors"] and cfg.method_args["temperature"] == 20.0
-    assert cfg.method_args == {"temperature": 20.0, "w_soft": 1.0, "w_hard": 0.1, "kind": "ce"}  # kd's, filled in
+    assert cfg.method_args == {"temperature": 20.0, "w_soft": 1.0, "w_hard": 0.5, "kind": "ce"}  # kd's, filled in
     assert load_config(None).distill is None
     assert dk.load_config is load_config
 
