@@ -19,6 +19,11 @@ TITLES = {"cifar10": "CIFAR-10 (JPEG copy)", "omniglot": "Omniglot (242 characte
 TEMPLATE = "templates/hinton_specialists.md"
 
 
+def main_datasets(details: dict[str, Any]) -> dict[str, Any]:
+    """The datasets of the paper's protocol (``details["datasets"]`` without the capacity sweep's points)."""
+    return {k: v for k, v in details["datasets"].items() if v["settings"].get("role", "main") == "main"}
+
+
 def _title(key: str) -> str:
     return TITLES.get(key, key)
 
@@ -45,7 +50,7 @@ def figures(res: Results, details: dict[str, Any], covariances: dict[str, np.nda
     """``gain_by_coverage.png`` (Table 4, pooled over seeds, beside the paper's) and ``covariance_<key>.png`` (the
     covariance of the generalist's predictions, classes ordered by cluster, seed 0)."""
     plt = pyplot()
-    ds = details["datasets"]
+    ds = main_datasets(details)
     fig, axes = plt.subplots(1, len(ds) + 1, figsize=(3.6 * (len(ds) + 1), 3.2))
     axes[0].bar([r[0] for r in paper["table4"]], [100 * r[3] for r in paper["table4"]], color="grey")
     axes[0].set_title("paper (JFT, Table 4)", fontsize=9)
@@ -244,7 +249,7 @@ def _solver(speedup: float | None) -> str:
 def report(summary: dict[str, Any], details: dict[str, Any], prov: dict[str, Any], paper: dict[str, Any]) -> str:
     """``report.md``: the template filled from the summary, ``details`` (whose ``settings`` are the experiment's,
     with the seeds used), the provenance and the paper's numbers."""
-    s, ds, tm = details["settings"], details["datasets"], details["time"]
+    s, ds, tm = details["settings"], main_datasets(details), details["time"]
     return render(
         files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"), prov=prov, s=s,
         mode="quick mode: a pipeline check, not a result" if s["quick"] else f"full mode, {s['seeds']} seeds",

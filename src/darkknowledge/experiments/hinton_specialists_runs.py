@@ -64,6 +64,8 @@ class DataSettings:
     precision: str = "fp32"
     channels_last: bool = False
     note: str = ""
+    #: "main": the paper's protocol on the dataset (its own summary keys); "sweep": a point of the capacity sweep
+    role: str = "main"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class Settings:
     top_n: int = 1
     cluster_temperatures: tuple[float, ...] = CLUSTER_TEMPERATURES
     max_cluster_share: float = 2.0  # a cluster may hold at most this × C / K classes (the clustering-T rule)
+
+    def main(self) -> tuple[DataSettings, ...]:
+        return tuple(d for d in self.data if d.role == "main")
+
+    def sweep(self) -> tuple[DataSettings, ...]:
+        return tuple(d for d in self.data if d.role == "sweep")
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
