@@ -16,6 +16,7 @@ from darkknowledge.config import TrainConfig
 from darkknowledge.experiments import get_experiment
 from darkknowledge.experiments.hinton_specialists import PAPER, SUMMARY_SUFFIXES, settings_for, summary_keys
 from darkknowledge.experiments.hinton_specialists_jobs import data_splits
+from darkknowledge.experiments.hinton_specialists_sweep import SWEEP_KEYS
 from darkknowledge.specialists import SpecialistCombination
 
 DATA = os.environ.get("DARKKNOWLEDGE_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -33,14 +34,65 @@ def quick(tmp_path_factory):
     return out, summary
 
 
+def check_sweep(out: Path, summary: dict, details: dict) -> None:
+    """The capacity sweep's summary recomputed from the run records (test accuracies), the parameter counts of
+    the generalists' weights shapes in their configs, and the combination's Table 4 (no weights needed)."""
+    points = [d for d in details["settings"]["data"] if d.get("role") == "sweep"]
+    if not points:
+        assert not set(SWEEP_KEYS) & set(summary)
+        return
+    rows = {(r["width"], r["hidden"]): r for r in summary["capacity_sweep"]}
+    assert len(rows) == len(points) and [r["params"] for r in summary["capacity_sweep"]] == sorted(
+        r["params"] for r in summary["capacity_sweep"])
+    best = None
+    for p in points:
+        a = p["model_args"]
+        row, d = rows[(a["width"], a["hidden"])], details["datasets"][p["key"]]
+        w, h, c = a["width"], a["hidden"], len(d["class_names"])
+        # conv(1→w, 3×3), conv(w→2w, 3×3), FC(2w·5·5 → h), FC(h → C), with biases: by hand, not by the model
+        assert row["params"] == (9 * w + w) + (9 * w * 2 * w + 2 * w) + (50 * w * h + h) + (h * c + c)
+        g, sp, b, tr = [], [], [], []
+        for seed in range(row["n"]):
+            run = out / "runs" / p["key"] / f"seed{seed}"
+            g.append(json.loads((run / "generalist" / "run.json").read_text())["final"]["test"]["accuracy"])
+            sp.append(d["combination"][seed]["specialists_acc"])
+            t = d["distilled"]["best_T"]
+            b.append(json.loads((run / f"distilled_T{t:g}" / "run.json").read_text())["final"]["test"]["accuracy"])
+            tr.append(d["clusters"][seed]["train_acc"])
+        g, sp, b = np.array(g), np.array(sp), np.array(b)
+        rel = (sp - g) / g
+        assert row["generalist_acc"] == pytest.approx(g.mean(), abs=1e-6)
+        assert row["rel_gain"] == pytest.approx(rel.mean(), abs=1e-6)
+        assert row["rel_gain_std"] == pytest.approx(rel.std(ddof=1) if len(rel) > 1 else 0.0, abs=1e-6)
+        assert row["generalist_train_acc"] == pytest.approx(np.mean(tr)) and 0 < row["generalist_train_acc"] <= 1
+        assert row["distilled_back_acc"] == pytest.approx(b.mean(), abs=1e-6)
+        if best is None or rel.mean() > best[0]:
+            best = (rel.mean(), p["key"], rel, g, sp, b)
+    _, key, rel, g, sp, b = best
+    assert details["sweep"]["best"] == key
+    assert summary["best_rel_gain"]["values"] == pytest.approx(list(rel), abs=1e-6)
+    n_test = sum(r["n_test"] for r in details["datasets"][key]["combination"])
+    cov = summary["coverage_rows"]
+    assert sum(r["n_examples"] for r in cov) == n_test
+    assert sum(r["delta_correct"] for r in cov) == round(float((sp - g).sum()) * n_test / len(g))
+    if (sp > g).all():
+        assert summary["distilled_back_keeps"]["values"] == pytest.approx(list((b - g) / (sp - g)), abs=1e-5)
+    else:
+        assert "distilled_back_keeps" not in summary
+
+
 def check_results(out: Path, summary: dict) -> None:
     """Summary, details, records and report of a finished run agree (needs no weights)."""
     details = json.loads((out / "details.json").read_text())
     s = details["settings"]
-    assert set(summary) - {"solver_speedup"} == {f"{d['key']}_{k}" for d in s["data"] for k in SUMMARY_SUFFIXES}
+    main = {d["key"] for d in s["data"] if d.get("role", "main") == "main"}
+    assert set(summary) - {"solver_speedup"} - set(SWEEP_KEYS) == {f"{k}_{m}" for k in main for m in SUMMARY_SUFFIXES}
     from darkknowledge.data import list_datasets
 
+    check_sweep(out, summary, details)
     for key, d in details["datasets"].items():
+        if key not in main:
+            continue
         def m(k, key=key):
             return summary[f"{key}_{k}"]["mean"]
 
@@ -92,7 +144,8 @@ def check_results(out: Path, summary: dict) -> None:
 def test_quick_summary_is_consistent_with_its_records(quick):
     out, summary = quick
     check_results(out, summary)
-    assert set(summary) - {"solver_speedup"} == set(summary_keys(settings_for(True)))
+    assert set(summary) - {"solver_speedup", "distilled_back_keeps"} == set(summary_keys(settings_for(True))) | {
+        "capacity_sweep", "best_rel_gain", "coverage_rows"}
     details = json.loads((out / "details.json").read_text())
     from safetensors.torch import load_file
 

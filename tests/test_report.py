@@ -43,6 +43,14 @@ def test_numbers():
     assert count(12326.0) == "12,326" and count(None) == "–"
 
 
+def test_summary_tables_are_kept_as_rows():
+    rows = [{"params": 10, "rel_gain": 0.1}, {"params": 20, "rel_gain": -0.2}]
+    out = summarize({"sweep": rows, "a": [1.0]})
+    assert out["sweep"] == rows and out["sweep"] is not rows and out["a"]["n"] == 1
+    with pytest.raises(TypeError, match="not both"):
+        summarize({"mixed": [1.0, {"x": 1}]})
+
+
 def test_paper_table_rows_are_data():
     summary = summarize({"acc": [0.80, 0.82]})
     rows = [("baseline", Vs("acc", paper=0.589, scale=100, unit="%"), "x"),

@@ -48,6 +48,7 @@ from . import distributed as dd
 from . import identity as idn
 from .arguments import check_train_args
 from .callbacks import Callback, StepInfo, builtin_callbacks
+from .checks import check_consistent, check_inputs, check_splits
 from .lock import RunLock
 from .state import Run, RunExistsError, State, load_checkpoint, restore
 
@@ -113,7 +114,7 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: 
 
     given_splits = splits
     splits = splits or prepare_data(cfg.data)
-    _check_splits(splits)
+    check_splits(splits)
     train_data, n_cls = splits.train, splits.num_classes
     model, model_name, model_args = _build_student(cfg, n_cls, student)
     teacher_given = teacher is not None
@@ -121,7 +122,7 @@ def _train(cfg: TrainConfig, out: Path, w: dd.World, device: torch.device, how: 
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    _check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x), n_cls)
+    check_inputs(train_data.x[:2].to(device), model, teacher, cfg, len(train_data.x), n_cls)
     if cfg.data.augment:  # an augmentation that cannot take these inputs: refused before the run folder exists
         build_augment(cfg.data.augment, sample_shape(cfg, splits))
     ident = idn.run_identity(cfg, teacher_sha, given_splits, teacher_given)
@@ -414,7 +415,7 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         return None, []
     if given is not None:
         teacher = as_teacher(given, combine=cfg.distill.combine)
-        _check_consistent(cfg, teacher)
+        check_consistent(cfg, teacher)
         teacher.num_classes = getattr(teacher, "num_classes", None) or n_cls
         return teacher, [state_sha256(teacher)]
     if not cfg.distill.teachers:
@@ -424,69 +425,17 @@ def _load_teacher(cfg: TrainConfig, n_cls: int, given: Teacher | nn.Module | Seq
         from ..store import StoredTeacher
 
         stored = StoredTeacher(files[0])
-        _check_consistent(cfg, stored)
+        check_consistent(cfg, stored)
         stored.num_classes = n_cls
         return stored, [idn.file_sha256(Path(files[0]) / "manifest.json")]
     teacher = build_teacher(cfg.distill, n_cls)  # a missing or unreadable file: ModelFileError
     return teacher, [idn.file_sha256(p) for p in files]
 
 
-def _check_consistent(cfg: TrainConfig, teacher: Teacher) -> None:
-    """Stored outputs answer for the training inputs as they are; with ``data.augment`` the student sees other
-    inputs, and consistent teaching needs the teacher run on each augmented batch."""
-    if not teacher.live and cfg.data.augment:
-        names = ", ".join(a["name"] for a in cfg.data.augment)
-        raise ValueError(f"a {type(teacher).__name__} serves outputs stored for the training inputs as they are, but "
-                         f"data.augment ({names}) changes what the student sees: consistent teaching needs the teacher "
-                         "run on each augmented batch — give the teacher model (or drop data.augment)")
-
-
 def sample_shape(cfg: TrainConfig, splits: Splits) -> tuple[int, ...]:
     """The per-example shape the augmentations see: ``data.augment_shape`` (e.g. ``[16, 40]`` for context windows
     of 16 log-mel frames of 40 bands stored flat), else the training inputs' own shape."""
     return tuple(cfg.data.augment_shape or splits.train.x.shape[1:])
-
-
-@torch.no_grad()
-def _check_inputs(x: Tensor, model: nn.Module, teacher: Teacher | None, cfg: TrainConfig, n_train: int,
-                  n_cls: int) -> None:
-    """One forward of student and teacher on two training inputs (eval mode: no dropout, no RNG, no
-    batch-norm update), so a model that cannot take this dataset's inputs fails before anything is written."""
-    if teacher is not None and not teacher.live:  # stored outputs looked up by index: the training rows 0..N-1
-        rows = len(teacher) if hasattr(teacher, "__len__") else n_train
-        if rows < n_train:
-            raise ValueError(f"the {type(teacher).__name__} holds {rows} rows but the training split has {n_train} "
-                             "examples: store the outputs of this training split")
-        teacher = None
-    for who, m in (("student", model), ("teacher", teacher)):
-        if m is None:
-            continue
-        was = m.training
-        m.eval()
-        where = cfg.model.name if who == "student" else ", ".join(cfg.distill.teachers)
-        try:
-            out = m(x)
-        except RuntimeError as e:
-            raise ValueError(f"the {who} ({where}) cannot take {cfg.data.dataset!r} inputs of shape "
-                             f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
-        finally:
-            m.train(was)
-        _check_output(f"the {who} ({where})", m, out)
-        if out.shape[-1] != n_cls:  # 12 outputs for 10 classes
-            raise ValueError(f"the {who} ({where}) returns {out.shape[-1]} outputs but {cfg.data.dataset!r} has "
-                             f"{n_cls} classes: it must return one logit per class")
-
-
-def _check_output(who: str, m: nn.Module, out: Any) -> None:
-    """A model's output must be one tensor of logits, finite on finite inputs (NaN weights are named)."""
-    if not isinstance(out, Tensor):
-        raise ValueError(f"{who} returns a {type(out).__name__}, not a tensor of logits [batch, classes] — make its "
-                         "forward return the logits alone")
-    if not torch.isfinite(out).all():
-        bad = next((k for k, v in m.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
-                   None)
-        raise ValueError(f"{who} has non-finite weights (NaN or inf in {bad})" if bad else
-                         f"{who} gives NaN or inf outputs on the first training inputs")
 
 
 def _build_method(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None, x_train: Tensor, out: Path,
@@ -564,20 +513,6 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> Splits:
     if len(tr) == 0:
         raise ValueError("the training split is empty after the class/fraction restrictions")
     return dataclasses.replace(splits, train=tr)
-
-
-def _check_splits(splits: Splits) -> None:
-    if len(splits.train) == 0 or len(splits.test) == 0:
-        raise ValueError(f"dataset {splits.name!r}: the training or test split is empty")
-    for part in ("train", "val", "test"):
-        d = getattr(splits, part)
-        y = d.y
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise ValueError(f"dataset {splits.name!r}: {part} labels must be integer class ids, got {y.dtype}")
-        if d.x.shape[0] != len(y):
-            raise ValueError(f"dataset {splits.name!r}: {part} has {d.x.shape[0]} inputs but {len(y)} labels")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= splits.num_classes):
-            raise ValueError(f"dataset {splits.name!r}: {part} labels out of range 0..{splits.num_classes - 1}")
 
 
 def build_teacher(cfg: DistillConfig, num_classes: int, output: str | None = None,

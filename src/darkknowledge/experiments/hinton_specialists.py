@@ -21,7 +21,11 @@ alphabets, split by drawer; :mod:`darkknowledge.data.omniglot`). The stages (:da
                      architecture trained from scratch (``kd``: soft term at T plus a small hard term; job kind
                      ``"specialist-distilled"``), seed 0 at every T; T chosen on validation;
 6. ``distilled``   — the other seeds at the chosen T;
-7. ``timing``      — the solver benchmark's speed-up and the time spent.
+7. ``sweep``       — the capacity sweep (issue 27): the settings of ``role="sweep"`` (Omniglot, ``small_cnn`` from
+                     tiny to comfortable, :data:`SWEEP`) went through stages 1–6 like the others; this stage reads
+                     them into ``capacity_sweep``, ``best_rel_gain``, ``coverage_rows`` and ``distilled_back_keeps``
+                     (:mod:`.hinton_specialists_sweep`);
+8. ``timing``      — the solver benchmark's speed-up and the time spent.
 
 A new stage goes into :data:`STAGES` before ``timing``: its runs' configs and cached evaluations in
 :mod:`.hinton_specialists_runs`, what it needs of earlier stages read from ``ctx.details`` (per dataset:
@@ -53,6 +57,7 @@ from ..engine.jobs import Job, finished_record
 from ..engine.stages import Context, Experiment, Outcome, Stage
 from ..report import Results
 from . import hinton_specialists_report as rep
+from . import hinton_specialists_sweep as sweep_
 from . import register_experiment
 from .hinton_specialists_runs import (
     CLUSTER_TEMPERATURES,
@@ -276,6 +281,7 @@ STAGES = [
     Stage("combination", collect=combination),
     Stage("temperature", temperature_jobs, temperature),
     Stage("distilled", distilled_jobs, distilled),
+    Stage("sweep", collect=sweep_.sweep),
     Stage("timing", collect=timing),
 ]
 
@@ -285,11 +291,12 @@ STAGES = [
 
 def _figures(ctx: Context, res: Results) -> None:
     rep.figures(res, ctx.details, {d.key: covariance(clusters_eval(ctx, d, 0)) for d in ctx.settings.main()}, PAPER)
+    sweep_.figure(res, ctx.values.get("capacity_sweep") or [])
 
 
 EXPERIMENT = register_experiment(Experiment(
     NAME, settings=settings_for, stages=STAGES, default_seeds=lambda s: s.seeds,
     options=frozenset({"seeds", "workers"}),
-    summary_keys=summary_keys(settings_for(False)) + ["solver_speedup"],
+    summary_keys=summary_keys(settings_for(False)) + ["solver_speedup"] + sweep_.SWEEP_KEYS,
     report=lambda ctx, summary, prov: rep.report(summary, ctx.details, prov, PAPER), figures=_figures,
     extra_provenance=lambda ctx: {"settings": _used(ctx).as_dict()}))

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..report import Results, fmt, markdown_table, pyplot, render, save_figure
 from ..specialists import pooled_gain_by_coverage
+from . import hinton_specialists_sweep as sweep_
 
 __all__ = ["TITLES", "report", "figures"]
 
@@ -259,4 +260,24 @@ def report(summary: dict[str, Any], details: dict[str, Any], prov: dict[str, Any
         cluster_temperatures=", ".join(f"{t:g}" for t in s["cluster_temperatures"]), clusters=_clusters(ds),
         table3=_table3(ds, summary, paper), verdicts="\n\n".join(_verdict(k, d) for k, d in ds.items()),
         table4=_table4(ds, paper), distilled_table=_distilled_table(ds, summary), distilled_gaps=_distilled_gaps(ds),
-        diagnostics=_diagnostics(ds), solver=_solver(details.get("solver_speedup")))
+        diagnostics=_diagnostics(ds), solver=_solver(details.get("solver_speedup")), **_sweep_fields(summary, details))
+
+
+def _sweep_fields(summary: dict[str, Any], details: dict[str, Any]) -> dict[str, str]:
+    sw = details.get("sweep")
+    if not sw:
+        return {"sweep_regime": "The capacity sweep has not been run.", "sweep_table": "", "sweep_coverage": "",
+                "sweep_setting": "", "sweep_keeps": ""}
+    pts = {k: v["settings"] for k, v in details["datasets"].items() if v["settings"].get("role") == "sweep"}
+    st = next(iter(pts.values()))
+    keeps = summary.get("distilled_back_keeps")
+    return {"sweep_regime": sw["regime"], "sweep_table": sweep_.table(summary),
+            "sweep_coverage": sweep_.coverage_table(summary, details),
+            "sweep_setting": (f"{len(pts)} generalist sizes × {summary['capacity_sweep'][0]['n']} seeds; each "
+                              f"{st['epochs']} epochs (dropout {st['model_args']['dropout']:g}), K = {st['k']} clusters "
+                              f"with overlap ratio {st['overlap_ratio']:g}, specialists {st['spec_epochs']} epochs"),
+            "sweep_keeps": (f"At the best point ({sw['best']}) the network distilled back keeps "
+                            f"{fmt(keeps, 2, show_n='multi')} of the combination's gain (per seed: "
+                            f"{', '.join(f'{v:.2f}' for v in keeps['values'])})." if keeps else
+                            f"At the best point ({sw['best']}) the share of the combination's gain the network "
+                            "distilled back keeps is undefined: some seed's combination gained nothing.")}

@@ -1,7 +1,9 @@
 """Numbers in reports: a summary entry per metric and its one formatter.
 
 A **summary entry** is ``{"mean", "std", "n", "values"}`` (std: sample standard deviation, ddof = 1; 0 for a
-single value). :func:`fmt` prints it as ``mean ± std (n=N)``; :func:`pct` as a percentage of a fraction;
+single value), or a **table**: a list of rows (dicts of numbers and strings) kept as it is, for a summary key whose
+value is structured (e.g. ``hinton-specialists``' ``capacity_sweep``).
+:func:`fmt` prints it as ``mean ± std (n=N)``; :func:`pct` as a percentage of a fraction;
 :func:`count` as a whole number.
 """
 
@@ -14,10 +16,17 @@ from typing import Any
 __all__ = ["summarize", "fmt", "pct", "count", "is_entry"]
 
 
-def summarize(values: dict[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
-    """``{key: [v, ...]}`` → ``{key: {"mean", "std", "n", "values"}}`` (keys with no values are left out)."""
-    out = {}
+def summarize(values: dict[str, Sequence[Any]]) -> dict[str, Any]:
+    """``{key: [v, ...]}`` → ``{key: {"mean", "std", "n", "values"}}`` (keys with no values are left out); a list
+    of dicts is a table and is kept as it is (a list mixing numbers and dicts is refused)."""
+    out: dict[str, Any] = {}
     for k, vs in values.items():
+        rows = [isinstance(v, dict) for v in vs]
+        if any(rows):
+            if not all(rows):
+                raise TypeError(f"summary key {k!r}: a list of numbers or a list of rows (dicts), not both")
+            out[k] = [dict(v) for v in vs]
+            continue
         vs = [float(v) for v in vs]
         n = len(vs)
         if n == 0:

@@ -1,0 +1,176 @@
+"""The capacity sweep of :mod:`.hinton_specialists` (issue 27): *when* do specialists pay?
+
+Hinton et al. (2015, §5) found +4.4% relative accuracy from 61 specialists on JFT, where the generalist underfit
+15,000 classes. Our sweep keeps the data (Omniglot, 242 characters) and the paper's protocol (specialists of the
+generalist's architecture, initialised from its weights, trained on 50/50 data with a dustbin class, combined by
+Eq. 5) and varies the generalist's capacity (``small_cnn`` width w, hidden h). Each sweep point is an ordinary
+dataset setting of the experiment (``role="sweep"``), so every stage runs on it; the ``sweep`` stage only reads
+what those stages found (``details["datasets"]``) and writes:
+
+* ``capacity_sweep`` — one row per point: ``params`` (of the generalist), ``generalist_train_acc`` (its top-1 on the
+  clean training set), ``generalist_acc``, ``specialists_acc`` (test), ``rel_gain = (specialists_acc −
+  generalist_acc) / generalist_acc`` (per seed, then ``mean`` and ``rel_gain_std``: sample std over seeds), ``n``,
+  and the distilled-back student's test accuracy;
+* ``best_rel_gain`` — the per-seed relative gains of the point with the largest mean;
+* ``coverage_rows`` — Table 4 at that point, pooled over seeds: ``{covering, n_examples, rel_change}`` (rows with
+  examples only; ``rel_change = Δ correct / the generalist's correct`` in the row);
+* ``distilled_back_keeps`` — at that point, per seed, ``(distilled − generalist) / (combination − generalist)``
+  (test accuracy): the share of the combination's gain one network of the generalist's size, trained on the
+  combination's soft targets, keeps. Left out when a seed's combination gained nothing (the share is undefined).
+
+The regime sentence of the report (:func:`regime`) is computed from the rows: a point "pays" when its mean
+relative gain exceeds twice its std over seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engine.stages import Context, Outcome
+from ..models import create_model
+from ..report import Results, markdown_table, pyplot, save_figure
+from ..specialists import pooled_gain_by_coverage
+
+__all__ = ["params", "sweep", "regime", "table", "figure", "SWEEP_KEYS"]
+
+SWEEP_KEYS = ["capacity_sweep", "best_rel_gain", "coverage_rows", "distilled_back_keeps"]
+
+
+def params(model_args: dict[str, Any], num_classes: int) -> int:
+    """Parameters of the generalist (``small_cnn`` with ``model_args`` and ``num_classes`` outputs)."""
+    return sum(p.numel() for p in create_model("small_cnn", **{**model_args, "num_classes": num_classes}).parameters())
+
+
+def _std(xs: list[float]) -> float:
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def _row(key: str, d: dict[str, Any]) -> dict[str, Any]:
+    comb, cl, dist = d["combination"], d["clusters"], d["distilled"]["seeds"]
+    st = d["settings"]
+    rel = [r["rel_gain"] for r in comb]
+    g, s = [r["generalist_acc"] for r in comb], [r["specialists_acc"] for r in comb]
+    b = [r["test_acc"] for r in dist]
+    return {"key": key, "width": st["model_args"]["width"], "hidden": st["model_args"]["hidden"],
+            "params": params(st["model_args"], len(d["class_names"])),
+            "generalist_train_acc": float(np.mean([c["train_acc"] for c in cl])),
+            "generalist_acc": float(np.mean(g)), "generalist_acc_std": _std(g),
+            "specialists_acc": float(np.mean(s)), "specialists_acc_std": _std(s),
+            "rel_gain": float(np.mean(rel)), "rel_gain_std": _std(rel), "n": len(rel),
+            "distilled_back_acc": float(np.mean(b)) if b else float("nan"),
+            "distilled_back_rel_gain": float(np.mean([(x - y) / y for x, y in zip(b, g)])) if b else float("nan"),
+            "n_specialists": float(np.mean([len(c["sets"]) for c in cl])),
+            "mean_coverage": float(np.mean([r["mean_coverage"] for r in comb])),
+            "share_true_class_in_active": float(np.mean([r["share_true_class_in_active"] for r in comb]))}
+
+
+def _pays(row: dict[str, Any]) -> bool:
+    return row["n"] > 1 and row["rel_gain"] > 2 * row["rel_gain_std"]
+
+
+def sweep(ctx: Context, recs: list[dict[str, Any]] | None) -> Outcome:
+    """The stage's collect: the summary keys above from ``details["datasets"]`` of the sweep points."""
+    ds = ctx.details["datasets"]
+    keys = [d.key for d in ctx.settings.sweep() if d.key in ds]
+    if not keys:
+        return Outcome()
+    rows = sorted((_row(k, ds[k]) for k in keys), key=lambda r: r["params"])
+    best = max(rows, key=lambda r: r["rel_gain"])
+    bd = ds[best["key"]]
+    comb = bd["combination"]
+    cov = [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"],
+            "delta_correct": r["delta_correct"], "base_correct": r["base_correct"]}
+           for r in pooled_gain_by_coverage([r["table4"] for r in comb]) if r["examples"]]
+    values: dict[str, list[Any]] = {"capacity_sweep": rows, "best_rel_gain": [r["rel_gain"] for r in comb],
+                                    "coverage_rows": cov}
+    gains = [r["specialists_acc"] - r["generalist_acc"] for r in comb]
+    dist = [r["test_acc"] for r in bd["distilled"]["seeds"]]
+    if all(x > 0 for x in gains) and len(dist) == len(gains):
+        values["distilled_back_keeps"] = [(b - r["generalist_acc"]) / x for b, r, x in zip(dist, comb, gains)]
+    by_cov = {k: [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"]}
+                  for r in pooled_gain_by_coverage([c["table4"] for c in ds[k]["combination"]]) if r["examples"]]
+              for k in keys}
+    return Outcome(values, {"sweep": {"rows": rows, "best": best["key"], "coverage_by_point": by_cov,
+                                      "regime": regime(rows)}})
+
+
+def crossing(rows: list[dict[str, Any]]) -> float | None:
+    """The generalist training accuracy at which the mean relative gain crosses 0 going up the sweep (linear
+    interpolation between the two points around the last sign change from + to −), or ``None``."""
+    pts = sorted(rows, key=lambda r: r["generalist_train_acc"])
+    for a, b in zip(pts[::-1][1:], pts[::-1][:-1]):  # from the most accurate down
+        if a["rel_gain"] > 0 >= b["rel_gain"]:
+            t = a["rel_gain"] / (a["rel_gain"] - b["rel_gain"])
+            return a["generalist_train_acc"] + t * (b["generalist_train_acc"] - a["generalist_train_acc"])
+    return None
+
+
+def regime(rows: list[dict[str, Any]]) -> str:
+    """One sentence a user can act on, from the rows (see the module docstring)."""
+    pays = [r for r in rows if _pays(r)]
+    cross = crossing(rows)
+    where = (f" The mean gain crosses 0 at a generalist training accuracy of about {100 * cross:.0f}%." if cross
+             else "")
+    if not pays:
+        b = max(rows, key=lambda r: r["rel_gain"])
+        return (f"Specialists did not pay at any point of the sweep: no point gained more than 2 std over seeds; the "
+                f"best was {100 * b['rel_gain']:+.1f} ± {100 * b['rel_gain_std']:.1f}% relative at a generalist "
+                f"training accuracy of {100 * b['generalist_train_acc']:.0f}% ({b['params']:,} parameters).{where}")
+    top = max(r["generalist_train_acc"] for r in pays)
+    lo, hi = min(r["rel_gain"] for r in pays), max(r["rel_gain"] for r in pays)
+    above = [r for r in rows if r["generalist_train_acc"] > top]
+    gave = ", ".join(f"{100 * r['rel_gain']:+.1f}%" for r in above)
+    rest = f"; above it they gave {gave}" if above else ""
+    span = f"{100 * lo:+.1f}% to {100 * hi:+.1f}%" if len(pays) > 1 else f"{100 * hi:+.1f}%"
+    return (f"Specialists paid {span} relative test accuracy (each more than 2 std over seeds) when the generalist's "
+            f"training accuracy was at most {100 * top:.0f}%{rest}.{where}")
+
+
+def table(summary: dict[str, Any]) -> str:
+    rows = summary.get("capacity_sweep") or []
+    out = [[f"w{r['width']} h{r['hidden']}", f"{r['params']:,}", f"{100 * r['generalist_train_acc']:.1f}",
+            f"{100 * r['generalist_acc']:.2f} ± {100 * r['generalist_acc_std']:.2f}",
+            f"{100 * r['specialists_acc']:.2f} ± {100 * r['specialists_acc_std']:.2f}",
+            f"**{100 * r['rel_gain']:+.2f} ± {100 * r['rel_gain_std']:.2f}**" if _pays(r)
+            else f"{100 * r['rel_gain']:+.2f} ± {100 * r['rel_gain_std']:.2f}",
+            f"{100 * r['distilled_back_acc']:.2f}", f"{100 * r['distilled_back_rel_gain']:+.2f}",
+            f"{r['n_specialists']:.0f}",
+            f"{r['mean_coverage']:.2f}", f"{100 * r['share_true_class_in_active']:.1f}", r["n"]] for r in rows]
+    return markdown_table(["small_cnn", "params", "generalist train acc (%)", "generalist test (%)",
+                           "+ specialists test (%)", "relative gain (%)", "distilled back test (%)",
+                           "distilled back rel. to generalist (%)", "# specialists", "mean coverage",
+                           "true class in an active set (%)", "seeds"], out)
+
+
+def coverage_table(summary: dict[str, Any], details: dict[str, Any]) -> str:
+    rows = summary.get("coverage_rows") or []
+    best = details.get("sweep", {}).get("best", "–")
+    body = markdown_table(["# covering", "test examples (all seeds)", "Δ correct", "relative change"],
+                          [[r["covering"], f"{r['n_examples']:,}", f"{r['delta_correct']:+,}",
+                            f"{100 * r['rel_change']:+.1f}%" if np.isfinite(r["rel_change"]) else "–"] for r in rows])
+    return f"At the best point ({best}):\n\n{body}"
+
+
+def figure(res: Results, rows: list[dict[str, Any]]) -> None:
+    """``capacity_sweep.png``: relative gain (mean ± std over seeds) of the combination and of the distilled-back
+    network over the generalist (``rows``: ``capacity_sweep``), against the generalist's parameters and its
+    training accuracy."""
+    if not rows:
+        return
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, x, label in ((axes[0], [r["params"] for r in rows], "generalist parameters"),
+                         (axes[1], [100 * r["generalist_train_acc"] for r in rows], "generalist training accuracy (%)")):
+        ax.errorbar(x, [100 * r["rel_gain"] for r in rows], [100 * r["rel_gain_std"] for r in rows], marker="o",
+                    capsize=3, label="generalist + specialists")
+        ax.plot(x, [100 * r["distilled_back_rel_gain"] for r in rows], "s--", label="distilled back (one network)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel("relative test-accuracy gain (%)")
+    axes[0].set_xscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Omniglot (242 classes): when do specialists pay?", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, res.path("capacity_sweep.png"))
