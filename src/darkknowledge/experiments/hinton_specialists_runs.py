@@ -66,6 +66,7 @@ class DataSettings:
     note: str = ""
     #: "main": the paper's protocol on the dataset (its own summary keys); "sweep": a point of the capacity sweep
     role: str = "main"
+    seeds: int | None = None  # its own number of seeds (the sweep points); None: the invocation's
 
 
 @dataclass(frozen=True)
