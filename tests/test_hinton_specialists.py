@@ -51,24 +51,31 @@ def check_sweep(out: Path, summary: dict, details: dict) -> None:
         w, h, c = a["width"], a["hidden"], len(d["class_names"])
         # conv(1→w, 3×3), conv(w→2w, 3×3), FC(2w·5·5 → h), FC(h → C), with biases: by hand, not by the model
         assert row["params"] == (9 * w + w) + (9 * w * 2 * w + 2 * w) + (50 * w * h + h) + (h * c + c)
-        g, sp, b, tr = [], [], [], []
+        g, sp, b, c, tr = [], [], [], [], []
         for seed in range(row["n"]):
             run = out / "runs" / p["key"] / f"seed{seed}"
             g.append(json.loads((run / "generalist" / "run.json").read_text())["final"]["test"]["accuracy"])
             sp.append(d["combination"][seed]["specialists_acc"])
             t = d["distilled"]["best_T"]
             b.append(json.loads((run / f"distilled_T{t:g}" / "run.json").read_text())["final"]["test"]["accuracy"])
+            crec = json.loads((run / f"distilled_T{t:g}_consistent" / "run.json").read_text())
+            c.append(crec["final"]["test"]["accuracy"])
+            # the consistent student differs from the other in its name and folder alone: same recipe, seed, data
+            brec = json.loads((run / f"distilled_T{t:g}" / "run.json").read_text())["config"]
+            assert {k: v for k, v in crec["config"].items() if k not in ("name", "out_dir")} == {
+                k: v for k, v in brec.items() if k not in ("name", "out_dir")}
             tr.append(d["clusters"][seed]["train_acc"])
-        g, sp, b = np.array(g), np.array(sp), np.array(b)
+        g, sp, b, c = np.array(g), np.array(sp), np.array(b), np.array(c)
         rel = (sp - g) / g
         assert row["generalist_acc"] == pytest.approx(g.mean(), abs=1e-6)
         assert row["rel_gain"] == pytest.approx(rel.mean(), abs=1e-6)
         assert row["rel_gain_std"] == pytest.approx(rel.std(ddof=1) if len(rel) > 1 else 0.0, abs=1e-6)
         assert row["generalist_train_acc"] == pytest.approx(np.mean(tr)) and 0 < row["generalist_train_acc"] <= 1
         assert row["distilled_back_acc"] == pytest.approx(b.mean(), abs=1e-6)
+        assert row["consistent_acc"] == pytest.approx(c.mean(), abs=1e-6)
         if best is None or rel.mean() > best[0]:
-            best = (rel.mean(), p["key"], rel, g, sp, b)
-    _, key, rel, g, sp, b = best
+            best = (rel.mean(), p["key"], rel, g, sp, b, c)
+    _, key, rel, g, sp, b, c = best
     assert details["sweep"]["best"] == key
     assert summary["best_rel_gain"]["values"] == pytest.approx(list(rel), abs=1e-6)
     n_test = sum(r["n_test"] for r in details["datasets"][key]["combination"])
@@ -77,8 +84,10 @@ def check_sweep(out: Path, summary: dict, details: dict) -> None:
     assert sum(r["delta_correct"] for r in cov) == round(float((sp - g).sum()) * n_test / len(g))
     if (sp > g).all():
         assert summary["distilled_back_keeps"]["values"] == pytest.approx(list((b - g) / (sp - g)), abs=1e-5)
+        assert summary["distilled_back_keeps_consistent"]["values"] == pytest.approx(list((c - g) / (sp - g)),
+                                                                                     abs=1e-5)
     else:
-        assert "distilled_back_keeps" not in summary
+        assert not {"distilled_back_keeps", "distilled_back_keeps_consistent"} & set(summary)
 
 
 def check_results(out: Path, summary: dict) -> None:
@@ -144,7 +153,8 @@ def check_results(out: Path, summary: dict) -> None:
 def test_quick_summary_is_consistent_with_its_records(quick):
     out, summary = quick
     check_results(out, summary)
-    assert set(summary) - {"solver_speedup", "distilled_back_keeps"} == set(summary_keys(settings_for(True))) | {
+    optional = {"solver_speedup", "distilled_back_keeps", "distilled_back_keeps_consistent"}
+    assert set(summary) - optional == set(summary_keys(settings_for(True))) | {
         "capacity_sweep", "best_rel_gain", "coverage_rows"}
     details = json.loads((out / "details.json").read_text())
     from safetensors.torch import load_file

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
+from torch import nn
 
 import darkknowledge.specialists as sp
 from darkknowledge.config import validate
@@ -506,3 +507,23 @@ def test_evaluate_combination_chooses_the_dustbin_rule_on_validation(val_label, 
     assert q_train.shape == (4, 3) and torch.allclose(q_train.sum(1), torch.ones(4, dtype=torch.float64))
     # training ids 1, 1, 1, 0 labelled 0, 2, 2, 2: id 1 is class 2; id 0 is class 2 with the prior shift only
     assert out["train_acc_combination"] == (0.75 if rule == "prior" else 0.5)
+
+
+def test_combination_teacher_answers_augmented_batches_live_without_a_table():
+    """With a table, a training batch gets the stored q of its clean images (by index); without one, q of the
+    inputs as given (consistent teaching), computed fresh and not memoised; evaluation (no index) memoises."""
+    torch.manual_seed(0)
+    gen = nn.Linear(4, 6)
+    specs = [nn.Linear(4, 3), nn.Linear(4, 3)]  # classes {0, 1} / {2, 3} + dustbin
+    sets = [[0, 1], [2, 3]]
+    x = torch.randn(5, 4)
+    x_aug = x + 0.5
+    live = sp.SpecialistCombination(gen, specs, sets)
+    q_aug = sp.combine(*sp.specialist_probs(gen(x_aug), [s(x_aug) for s in specs]), sets)
+    assert torch.allclose(live.member_logits(x_aug, torch.arange(5))[:, 0].exp().double(), q_aug, atol=1e-5)
+    assert live._memo == {}  # a training batch is not kept
+    table = torch.log(torch.full((5, 6), 1 / 6))
+    stored = sp.SpecialistCombination(gen, specs, sets, table=table)
+    assert torch.equal(stored.member_logits(x_aug, torch.arange(5))[:, 0], table)
+    assert torch.allclose(stored.member_logits(x_aug)[:, 0].exp().double(), q_aug, atol=1e-5)
+    assert len(stored._memo) == 1

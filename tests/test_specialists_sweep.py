@@ -19,7 +19,7 @@ def _t4(n1, b1, w1, n2, b2, w2):
              "delta_correct": w2 - b2, "relative_change": (w2 - b2) / b2}]
 
 
-def _point(width, hidden, gen, spec, dist, train):
+def _point(width, hidden, gen, spec, dist, train, cons=None):
     n = 100
     comb = [{"generalist_acc": g, "specialists_acc": s, "rel_gain": (s - g) / g, "mean_coverage": 1.5,
              "share_true_class_in_active": 0.9, "n_test": n,
@@ -29,7 +29,8 @@ def _point(width, hidden, gen, spec, dist, train):
                                                          "width": width, "hidden": hidden}},
             "class_names": [str(i) for i in range(242)],
             "clusters": [{"train_acc": t, "sets": [[0, 1]] * 16} for t in train], "combination": comb,
-            "distilled": {"best_T": 2.0, "seeds": [{"test_acc": b} for b in dist]}}
+            "distilled": {"best_T": 2.0, "seeds": [{"test_acc": b} for b in dist],
+                          "consistent": [{"test_acc": b} for b in (cons or dist)]}}
 
 
 def _ctx(points):
@@ -47,7 +48,8 @@ def test_params_by_hand():
 
 
 def test_sweep_rows_best_point_and_kept_share():
-    small = _point(4, 32, [0.50, 0.52, 0.51], [0.55, 0.56, 0.57], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61])
+    small = _point(4, 32, [0.50, 0.52, 0.51], [0.55, 0.56, 0.57], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61],
+                   [0.56, 0.56, 0.50])
     big = _point(8, 64, [0.70, 0.71, 0.72], [0.70, 0.70, 0.73], [0.71, 0.71, 0.71], [0.9, 0.91, 0.92])
     ctx, keys = _ctx([big, small])  # the order of the settings: rows are sorted by parameters anyway
     out = sweep(ctx, None)
@@ -61,6 +63,9 @@ def test_sweep_rows_best_point_and_kept_share():
     assert out.values["best_rel_gain"] == pytest.approx(list((s - g) / g))
     b = np.array([0.53, 0.55, 0.54])
     assert out.values["distilled_back_keeps"] == pytest.approx(list((b - g) / (s - g)))
+    c = np.array([0.56, 0.56, 0.50])
+    assert out.values["distilled_back_keeps_consistent"] == pytest.approx(list((c - g) / (s - g)))
+    assert rows[0]["consistent_rel_gain"] == pytest.approx(np.mean((c - g) / g))
     cov = out.values["coverage_rows"]
     assert [r["covering"] for r in cov] == [1, 2] and sum(r["n_examples"] for r in cov) == 300
     assert sum(r["delta_correct"] for r in cov) == round(100 * float((s - g).sum()))
@@ -70,7 +75,7 @@ def test_sweep_rows_best_point_and_kept_share():
 def test_no_share_kept_when_a_seed_gained_nothing():
     p = _point(4, 32, [0.50, 0.52, 0.51], [0.55, 0.52, 0.57], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61])
     ctx, _ = _ctx([p])
-    assert "distilled_back_keeps" not in sweep(ctx, None).values
+    assert not {"distilled_back_keeps", "distilled_back_keeps_consistent"} & set(sweep(ctx, None).values)
 
 
 def test_crossing_and_regime_sentences():

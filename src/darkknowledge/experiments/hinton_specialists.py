@@ -21,11 +21,13 @@ alphabets, split by drawer; :mod:`darkknowledge.data.omniglot`). The stages (:da
                      architecture trained from scratch (``kd``: soft term at T plus a small hard term; job kind
                      ``"specialist-distilled"``), seed 0 at every T; T chosen on validation;
 6. ``distilled``   — the other seeds at the chosen T;
-7. ``sweep``       — the capacity sweep (issue 27): the settings of ``role="sweep"`` (Omniglot, ``small_cnn`` from
-                     tiny to comfortable, :data:`SWEEP`) went through stages 1–6 like the others; this stage reads
+7. ``consistent``  — the sweep points only: each seed's distilled student again at the chosen T, taught
+                     consistently (the live combination answers every augmented training batch);
+8. ``sweep``       — the capacity sweep (issue 27): the settings of ``role="sweep"`` (Omniglot, ``small_cnn`` from
+                     tiny to comfortable, :data:`SWEEP`) went through stages 1–7 like the others; this stage reads
                      them into ``capacity_sweep``, ``best_rel_gain``, ``coverage_rows`` and ``distilled_back_keeps``
                      (:mod:`.hinton_specialists_sweep`);
-8. ``timing``      — the solver benchmark's speed-up and the time spent.
+9. ``timing``      — the solver benchmark's speed-up and the time spent.
 
 A new stage goes into :data:`STAGES` before ``timing``: its runs' configs and cached evaluations in
 :mod:`.hinton_specialists_runs`, what it needs of earlier stages read from ``ctx.details`` (per dataset:
@@ -205,8 +207,8 @@ def combination(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
     return Outcome(values, with_dataset_field(ctx, "combination", rows))
 
 
-def _distilled_jobs(ctx: Context, runs: list[tuple[DataSettings, int, float]]) -> list[Job]:
-    jobs = [distilled_job(ctx, d, k, t) for d, k, t in runs]
+def _distilled_jobs(ctx: Context, runs: list[tuple[DataSettings, int, float]], consistent: bool = False) -> list[Job]:
+    jobs = [distilled_job(ctx, d, k, t, consistent) for d, k, t in runs]
     for (d, k, _), j in zip(runs, jobs):
         if ctx.allow_train and finished_record(j.config) is None:
             ensure_table(ctx, d, k)
@@ -247,6 +249,26 @@ def distilled(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
     values = {f"{key}_distilled_back_acc": [r["test_acc"] for r in rs] for key, rs in rows.items()}
     return Outcome(values, with_dataset_field(ctx, "distilled", {
         d.key: {**dataset_details(ctx, d)["distilled"], "seeds": rows[d.key]} for d in ctx.settings.data}))
+
+
+def _sweep_each(ctx: Context) -> list[tuple[DataSettings, int]]:
+    return [(d, k) for d in ctx.settings.sweep() for k in seeds_of(ctx, d)]
+
+
+def consistent_jobs(ctx: Context) -> list[Job]:
+    """Sweep points: every seed's student once more at the chosen T, taught consistently (the live combination on
+    each augmented batch; :func:`~.hinton_specialists_runs.distilled_job`)."""
+    return _distilled_jobs(ctx, [(d, k, dataset_details(ctx, d)["distilled"]["best_T"]) for d, k in _sweep_each(ctx)],
+                           consistent=True)
+
+
+def consistent(ctx: Context, recs: list[dict[str, Any]]) -> Outcome:
+    rows: dict[str, list[dict[str, Any]]] = {d.key: [] for d in ctx.settings.sweep()}
+    for (d, _), rec, job in zip(_sweep_each(ctx), recs, consistent_jobs(ctx)):
+        rows[d.key].append(_distilled_eval(rec, job))
+    ds = ctx.details["datasets"]
+    return Outcome(details={"datasets": {k: ({**v, "distilled": {**v["distilled"], "consistent": rows[k]}}
+                                             if k in rows else v) for k, v in ds.items()}})
 
 
 def _solver_speedup(out: Path) -> float | None:
@@ -290,6 +312,7 @@ STAGES = [
     Stage("combination", collect=combination),
     Stage("temperature", temperature_jobs, temperature),
     Stage("distilled", distilled_jobs, distilled),
+    Stage("consistent", consistent_jobs, consistent),
     Stage("sweep", collect=sweep_.sweep),
     Stage("timing", collect=timing),
 ]

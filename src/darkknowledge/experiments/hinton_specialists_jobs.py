@@ -103,11 +103,12 @@ def train_specialist(config: dict[str, Any], *, progress: bool = False, need_wei
 @register_job_kind(DISTILLED)
 def train_distilled(config: dict[str, Any], *, progress: bool = False, need_weights: bool = False,
                     generalist: dict[str, Any], specialists: list[dict[str, Any]], classes: list[list[int]],
-                    shifts: list[float], table: str, table_sha256: str, top_n: int = 1) -> dict[str, Any]:
+                    shifts: list[float], table: str, table_sha256: str, top_n: int = 1,
+                    consistent: bool = False) -> dict[str, Any]:
     """One network of the generalist's architecture distilled from the combination: the Eq. 5 distributions on
     the training set are read from ``table`` (checked against ``table_sha256``); validation and test targets are
     the live combination of the generalist and the specialists (``specialists``: their configs), each with its
-    dustbin ``shifts``."""
+    dustbin ``shifts``. ``consistent``: no table — the live combination answers every (augmented) training batch."""
     from safetensors.torch import load_file
 
     rec = _finished(config, need_weights)
@@ -116,6 +117,8 @@ def train_distilled(config: dict[str, Any], *, progress: bool = False, need_weig
     log_q = load_file(table)["log_q"]
     if tensor_sha256(log_q) != table_sha256:
         raise ValueError(f"{table}: the stored combination differs from the one this run was configured with")
+    if consistent:
+        log_q = None
     gen = load_generalist(generalist)
     specs = [load_specialist(gen, sc, cl, sh) for sc, cl, sh in zip(specialists, classes, shifts)]
     teacher = SpecialistCombination(gen, specs, classes, top_n=top_n, table=log_q)

@@ -270,14 +270,21 @@ def _sweep_fields(summary: dict[str, Any], details: dict[str, Any]) -> dict[str,
                 "sweep_setting": "", "sweep_keeps": ""}
     pts = {k: v["settings"] for k, v in details["datasets"].items() if v["settings"].get("role") == "sweep"}
     st = next(iter(pts.values()))
-    keeps = summary.get("distilled_back_keeps")
+    keeps = [(what, summary.get(k)) for what, k in (("trained on the stored q", "distilled_back_keeps"),
+                                                     ("taught consistently", "distilled_back_keeps_consistent"))]
     return {"sweep_regime": sw["regime"], "sweep_table": sweep_.table(summary),
             "sweep_coverage": sweep_.coverage_table(summary, details),
             "sweep_setting": (f"{len(pts)} generalist sizes × {summary['capacity_sweep'][0]['n']} seeds; each "
                               f"{st['epochs']} epochs (dropout {st['model_args']['dropout']:g}), K = {st['k']} clusters "
                               f"with overlap ratio {st['overlap_ratio']:g}, specialists {st['spec_epochs']} epochs"),
-            "sweep_keeps": (f"At the best point ({sw['best']}) the network distilled back keeps "
-                            f"{fmt(keeps, 2, show_n='multi')} of the combination's gain (per seed: "
-                            f"{', '.join(f'{v:.2f}' for v in keeps['values'])})." if keeps else
-                            f"At the best point ({sw['best']}) the share of the combination's gain the network "
-                            "distilled back keeps is undefined: some seed's combination gained nothing.")}
+            "sweep_keeps": _keeps(sw["best"], keeps)}
+
+
+def _keeps(best: str, keeps: list[tuple[str, dict[str, Any] | None]]) -> str:
+    if not all(e for _, e in keeps):
+        return (f"At the best point ({best}) the share of the combination's gain a network distilled back keeps is "
+                "undefined: some seed's combination gained nothing.")
+    parts = [f"{fmt(e, 2, show_n='multi')} {what} (per seed: {', '.join(f'{v:.2f}' for v in e['values'])})"
+             for what, e in keeps]
+    return (f"Share of the combination's gain kept by one network distilled back, at the best point ({best}): "
+            f"{'; '.join(parts)}.")

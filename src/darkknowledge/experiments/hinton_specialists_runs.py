@@ -159,11 +159,14 @@ def _table_path(ctx: Context, d: DataSettings, seed: int) -> Path:
     return run_dir(ctx, d, seed) / "combination" / "q_train.safetensors"
 
 
-def distilled_job(ctx: Context, d: DataSettings, seed: int, t: float) -> Job:
-    """The student distilled from ``seed``'s combination at temperature ``t`` (job kind ``"specialist-distilled"``)."""
+def distilled_job(ctx: Context, d: DataSettings, seed: int, t: float, consistent: bool = False) -> Job:
+    """The student distilled from ``seed``'s combination at temperature ``t`` (job kind ``"specialist-distilled"``);
+    ``consistent``: the same run with the live combination on every augmented training batch instead of the table
+    of the clean images (the same seed, recipe and data: only the teacher's answers differ)."""
     comb = dataset_details(ctx, d)["combination"][seed]
-    cfg = _cfg(ctx, d, f"{d.key}-distilled-T{t:g}-{comb['table_sha256'][:8]}", seed * 1000 + 500, d.epochs, d.lr,
-               run_dir(ctx, d, seed) / f"distilled_T{t:g}")
+    tag = "-consistent" * consistent
+    cfg = _cfg(ctx, d, f"{d.key}-distilled-T{t:g}-{comb['table_sha256'][:8]}{tag}", seed * 1000 + 500, d.epochs,
+               d.lr, run_dir(ctx, d, seed) / f"distilled_T{t:g}{tag.replace('-', '_')}")
     cfg["distill"] = {"teachers": [], "temperature": t, "w_soft": 1.0, "w_hard": ctx.settings.w_hard, "cache": False}
     # a linear warm-up over the first epoch and clipping: without them a T = 2 student (the soft term is
     # scaled by T²) died in its first epoch on 2 of 6 tries (stuck at chance, "soft term has not moved")
@@ -171,6 +174,8 @@ def distilled_job(ctx: Context, d: DataSettings, seed: int, t: float) -> Job:
     kw = {"generalist": generalist(ctx, d, seed), "specialists": [j.config for j in specialist_jobs(ctx, d, seed)],
           "classes": dataset_details(ctx, d)["clusters"][seed]["sets"], "shifts": comb["shifts"],
           "table": str(_table_path(ctx, d, seed)), "table_sha256": comb["table_sha256"], "top_n": ctx.settings.top_n}
+    if consistent:
+        kw["consistent"] = True
     return Job(cfg, kw, kind=DISTILLED)
 
 

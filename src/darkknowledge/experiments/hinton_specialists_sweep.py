@@ -16,7 +16,9 @@ what those stages found (``details["datasets"]``) and writes:
   examples only; ``rel_change = Δ correct / the generalist's correct`` in the row);
 * ``distilled_back_keeps`` — at that point, per seed, ``(distilled − generalist) / (combination − generalist)``
   (test accuracy): the share of the combination's gain one network of the generalist's size, trained on the
-  combination's soft targets, keeps. Left out when a seed's combination gained nothing (the share is undefined).
+  combination's soft targets, keeps. Left out when a seed's combination gained nothing (the share is undefined);
+* ``distilled_back_keeps_consistent`` — the same for the student taught consistently (the live combination on each
+  augmented training batch instead of the stored distributions of the clean images).
 
 The regime sentence of the report (:func:`regime`) is computed from the rows: a point "pays" when its mean
 relative gain exceeds twice its std over seeds.
@@ -35,7 +37,8 @@ from ..specialists import pooled_gain_by_coverage
 
 __all__ = ["params", "sweep", "regime", "table", "figure", "SWEEP_KEYS"]
 
-SWEEP_KEYS = ["capacity_sweep", "best_rel_gain", "coverage_rows", "distilled_back_keeps"]
+SWEEP_KEYS = ["capacity_sweep", "best_rel_gain", "coverage_rows", "distilled_back_keeps",
+              "distilled_back_keeps_consistent"]
 
 
 def params(model_args: dict[str, Any], num_classes: int) -> int:
@@ -53,6 +56,7 @@ def _row(key: str, d: dict[str, Any]) -> dict[str, Any]:
     rel = [r["rel_gain"] for r in comb]
     g, s = [r["generalist_acc"] for r in comb], [r["specialists_acc"] for r in comb]
     b = [r["test_acc"] for r in dist]
+    c = [r["test_acc"] for r in d["distilled"].get("consistent", [])]
     return {"key": key, "width": st["model_args"]["width"], "hidden": st["model_args"]["hidden"],
             "params": params(st["model_args"], len(d["class_names"])),
             "generalist_train_acc": float(np.mean([c["train_acc"] for c in cl])),
@@ -61,6 +65,8 @@ def _row(key: str, d: dict[str, Any]) -> dict[str, Any]:
             "rel_gain": float(np.mean(rel)), "rel_gain_std": _std(rel), "n": len(rel),
             "distilled_back_acc": float(np.mean(b)) if b else float("nan"),
             "distilled_back_rel_gain": float(np.mean([(x - y) / y for x, y in zip(b, g)])) if b else float("nan"),
+            "consistent_acc": float(np.mean(c)) if c else float("nan"),
+            "consistent_rel_gain": float(np.mean([(x - y) / y for x, y in zip(c, g)])) if c else float("nan"),
             "n_specialists": float(np.mean([len(c["sets"]) for c in cl])),
             "mean_coverage": float(np.mean([r["mean_coverage"] for r in comb])),
             "share_true_class_in_active": float(np.mean([r["share_true_class_in_active"] for r in comb]))}
@@ -86,9 +92,10 @@ def sweep(ctx: Context, recs: list[dict[str, Any]] | None) -> Outcome:
     values: dict[str, list[Any]] = {"capacity_sweep": rows, "best_rel_gain": [r["rel_gain"] for r in comb],
                                     "coverage_rows": cov}
     gains = [r["specialists_acc"] - r["generalist_acc"] for r in comb]
-    dist = [r["test_acc"] for r in bd["distilled"]["seeds"]]
-    if all(x > 0 for x in gains) and len(dist) == len(gains):
-        values["distilled_back_keeps"] = [(b - r["generalist_acc"]) / x for b, r, x in zip(dist, comb, gains)]
+    for key, runs in (("distilled_back_keeps", bd["distilled"]["seeds"]),
+                      ("distilled_back_keeps_consistent", bd["distilled"].get("consistent", []))):
+        if all(x > 0 for x in gains) and len(runs) == len(gains):
+            values[key] = [(b["test_acc"] - r["generalist_acc"]) / x for b, r, x in zip(runs, comb, gains)]
     by_cov = {k: [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"]}
                   for r in pooled_gain_by_coverage([c["table4"] for c in ds[k]["combination"]]) if r["examples"]]
               for k in keys}
@@ -135,12 +142,13 @@ def table(summary: dict[str, Any]) -> str:
             f"{100 * r['specialists_acc']:.2f} ± {100 * r['specialists_acc_std']:.2f}",
             f"**{100 * r['rel_gain']:+.2f} ± {100 * r['rel_gain_std']:.2f}**" if _pays(r)
             else f"{100 * r['rel_gain']:+.2f} ± {100 * r['rel_gain_std']:.2f}",
-            f"{100 * r['distilled_back_acc']:.2f}", f"{100 * r['distilled_back_rel_gain']:+.2f}",
-            f"{r['n_specialists']:.0f}",
+            f"{100 * r['distilled_back_acc']:.2f} ({100 * r['distilled_back_rel_gain']:+.2f})",
+            f"{100 * r['consistent_acc']:.2f} ({100 * r['consistent_rel_gain']:+.2f})", f"{r['n_specialists']:.0f}",
             f"{r['mean_coverage']:.2f}", f"{100 * r['share_true_class_in_active']:.1f}", r["n"]] for r in rows]
     return markdown_table(["small_cnn", "params", "generalist train acc (%)", "generalist test (%)",
-                           "+ specialists test (%)", "relative gain (%)", "distilled back test (%)",
-                           "distilled back rel. to generalist (%)", "# specialists", "mean coverage",
+                           "+ specialists test (%)", "relative gain (%)",
+                           "distilled back: stored q, test (rel. gain) (%)",
+                           "distilled back: consistent, test (rel. gain) (%)", "# specialists", "mean coverage",
                            "true class in an active set (%)", "seeds"], out)
 
 
@@ -165,7 +173,8 @@ def figure(res: Results, rows: list[dict[str, Any]]) -> None:
                          (axes[1], [100 * r["generalist_train_acc"] for r in rows], "generalist training accuracy (%)")):
         ax.errorbar(x, [100 * r["rel_gain"] for r in rows], [100 * r["rel_gain_std"] for r in rows], marker="o",
                     capsize=3, label="generalist + specialists")
-        ax.plot(x, [100 * r["distilled_back_rel_gain"] for r in rows], "s--", label="distilled back (one network)")
+        ax.plot(x, [100 * r["distilled_back_rel_gain"] for r in rows], "s--", label="distilled back (stored q)")
+        ax.plot(x, [100 * r["consistent_rel_gain"] for r in rows], "^:", label="distilled back (consistent)")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel(label)
         ax.set_ylabel("relative test-accuracy gain (%)")

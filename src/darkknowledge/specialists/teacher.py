@@ -19,7 +19,9 @@ class SpecialistCombination(Teacher):
 
     ``table`` (optional) holds ``log q`` of the training (transfer) set computed once; the engine's batches of it
     are looked up by their dataset index ``idx`` (also when they are augmented: the soft target of an example is
-    that of its clean image). Without ``idx`` (validation, test) ``q`` is computed live.
+    that of its clean image). Without a table, training batches get ``q`` of the inputs as given (with
+    ``data.augment``: the augmented ones — consistent teaching, Beyer et al. 2022), not memoised; without ``idx``
+    (validation, test) ``q`` is computed live and memoised by content.
     """
 
     def __init__(self, generalist: nn.Module, specialists: list[nn.Module], classes: list[list[int]],
@@ -52,4 +54,6 @@ class SpecialistCombination(Teacher):
             if int(idx.max()) >= self.table.shape[0] or int(idx.min()) < 0:
                 raise IndexError(f"index out of range for a table of {self.table.shape[0]} examples")
             return self.table[idx.to(self.table.device)].unsqueeze(1)
-        return torch.log(self.combined(x).clamp_min(1e-30)).float().unsqueeze(1)
+        with torch.no_grad():  # a fresh (augmented) training batch is seen once: no memo
+            q = self._combined(x) if idx is not None else self.combined(x)
+        return torch.log(q.clamp_min(1e-30)).float().unsqueeze(1)
