@@ -72,6 +72,15 @@ def test_sweep_rows_best_point_and_kept_share():
     assert "paid" in out.details["sweep"]["regime"] and "at most 61%" in out.details["sweep"]["regime"]
 
 
+def test_best_point_is_the_surest_gain_not_the_largest_mean():
+    steady = _point(4, 32, [0.50, 0.52, 0.51], [0.53, 0.55, 0.54], [0.5] * 3, [0.6] * 3)  # +6% ± 0.1%
+    noisy = _point(2, 32, [0.30, 0.30, 0.30], [0.30, 0.30, 0.36], [0.3] * 3, [0.4] * 3)  # +6.7% ± 11.5%
+    ctx, keys = _ctx([noisy, steady])
+    out = sweep(ctx, None)
+    assert out.details["sweep"]["best"] == keys[1]
+    assert max(out.values["capacity_sweep"], key=lambda r: r["rel_gain"])["width"] == 2
+
+
 def test_no_share_kept_when_a_seed_gained_nothing():
     p = _point(4, 32, [0.50, 0.52, 0.51], [0.55, 0.52, 0.57], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61])
     ctx, _ = _ctx([p])
@@ -79,11 +88,19 @@ def test_no_share_kept_when_a_seed_gained_nothing():
 
 
 def test_crossing_and_regime_sentences():
-    rows = [{"generalist_train_acc": 0.4, "rel_gain": 0.10, "rel_gain_std": 0.01, "n": 3, "params": 1000},
-            {"generalist_train_acc": 0.6, "rel_gain": 0.02, "rel_gain_std": 0.02, "n": 3, "params": 2000},
-            {"generalist_train_acc": 0.9, "rel_gain": -0.02, "rel_gain_std": 0.01, "n": 3, "params": 4000}]
+    def row(acc, gain, std, params, gained=3):
+        return {"generalist_train_acc": acc, "rel_gain": gain, "rel_gain_std": std, "rel_gain_sem": std / 3 ** 0.5,
+                "n": 3, "params": params, "seeds_gained": gained}
+
+    rows = [row(0.4, 0.10, 0.01, 1000), row(0.6, 0.02, 0.02, 2000, 2), row(0.9, -0.02, 0.01, 4000, 0)]
     assert crossing(rows) == pytest.approx(0.6 + 0.5 * 0.3)  # halfway between +0.02 and −0.02
     text = regime(rows)
     assert "paid +10.0% relative" in text and "at most 40%" in text and "+2.0%, -2.0%" in text and "75%" in text
-    none = [dict(r, rel_gain_std=1.0) for r in rows]
+    # no point above 2 std, two above 2 standard errors (std / √3): the sentence says so and names their seeds
+    se_only = [dict(r, rel_gain_std=r["rel_gain_std"] * 6, rel_gain_sem=r["rel_gain_sem"] * 2) for r in rows]
+    se_only[1]["rel_gain_sem"] = 0.009
+    text = regime(se_only)
+    assert "+2.0% to +10.0%" in text and "at most 60%" in text and "gained on 3/3, 2/3 seeds" in text
+    assert "no point gained more than 2 std" in text and "-2.0 ± 6.0%" in text
+    none = [dict(r, rel_gain_std=1.0, rel_gain_sem=1.0) for r in rows]
     assert regime(none).startswith("Specialists did not pay") and "+10.0 ± 100.0%" in regime(none)
