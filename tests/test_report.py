@@ -47,6 +47,8 @@ def test_summary_tables_are_kept_as_rows():
     rows = [{"params": 10, "rel_gain": 0.1}, {"params": 20, "rel_gain": -0.2}]
     out = summarize({"sweep": rows, "a": [1.0]})
     assert out["sweep"] == rows and out["sweep"] is not rows and out["a"]["n"] == 1
+    made = {"mean": 0.5, "std": 0.1, "n": 6, "values": [0.4, None], "estimator": "ratio of means"}
+    assert summarize({"kept": made})["kept"] == made
     with pytest.raises(TypeError, match="not both"):
         summarize({"mixed": [1.0, {"x": 1}]})
 

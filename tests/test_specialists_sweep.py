@@ -62,9 +62,12 @@ def test_sweep_rows_best_point_and_kept_share():
     assert out.details["sweep"]["best"] == keys[1]
     assert out.values["best_rel_gain"] == pytest.approx(list((s - g) / g))
     b = np.array([0.53, 0.55, 0.54])
-    assert out.values["distilled_back_keeps"] == pytest.approx(list((b - g) / (s - g)))
+    kept = out.values["distilled_back_keeps"]
+    assert kept["mean"] == pytest.approx((b.mean() - g.mean()) / (s.mean() - g.mean()))
+    assert kept["values"] == pytest.approx(list((b - g) / (s - g))) and kept["n"] == 3 and kept["std"] > 0
     c = np.array([0.56, 0.56, 0.50])
-    assert out.values["distilled_back_keeps_consistent"] == pytest.approx(list((c - g) / (s - g)))
+    assert out.values["distilled_back_keeps_consistent"]["mean"] == pytest.approx(
+        (c.mean() - g.mean()) / (s.mean() - g.mean()))
     assert rows[0]["consistent_rel_gain"] == pytest.approx(np.mean((c - g) / g))
     cov = out.values["coverage_rows"]
     assert [r["covering"] for r in cov] == [1, 2] and sum(r["n_examples"] for r in cov) == 300
@@ -81,8 +84,12 @@ def test_best_point_is_the_surest_gain_not_the_largest_mean():
     assert max(out.values["capacity_sweep"], key=lambda r: r["rel_gain"])["width"] == 2
 
 
-def test_no_share_kept_when_a_seed_gained_nothing():
+def test_kept_share_is_a_ratio_of_means_and_undefined_without_a_mean_gain():
     p = _point(4, 32, [0.50, 0.52, 0.51], [0.55, 0.52, 0.57], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61])
+    ctx, _ = _ctx([p])
+    kept = sweep(ctx, None).values["distilled_back_keeps"]  # one seed gained nothing: its own ratio is undefined
+    assert kept["values"][1] is None and kept["mean"] == pytest.approx((0.54 - 0.51) / (0.5466666666666667 - 0.51))
+    p = _point(4, 32, [0.50, 0.52, 0.51], [0.49, 0.52, 0.51], [0.53, 0.55, 0.54], [0.6, 0.62, 0.61])
     ctx, _ = _ctx([p])
     assert not {"distilled_back_keeps", "distilled_back_keeps_consistent"} & set(sweep(ctx, None).values)
 

@@ -283,8 +283,12 @@ def _sweep_fields(summary: dict[str, Any], details: dict[str, Any]) -> dict[str,
 def _keeps(best: str, keeps: list[tuple[str, dict[str, Any] | None]]) -> str:
     if not all(e for _, e in keeps):
         return (f"At the best point ({best}) the share of the combination's gain a network distilled back keeps is "
-                "undefined: some seed's combination gained nothing.")
-    parts = [f"{fmt(e, 2, show_n='multi')} {what} (per seed: {', '.join(f'{v:.2f}' for v in e['values'])})"
-             for what, e in keeps]
+                "undefined: the combination gained nothing on average.")
+
+    def seeds(e: dict[str, Any]) -> str:
+        return ", ".join("–" if v is None else f"{v:.2f}" for v in e["values"])
+
+    parts = [f"{fmt(e, 2, show_n='multi')} {what} (per seed: {seeds(e)})" for what, e in keeps]
+    parts[0] = "ratio of the mean gains ± bootstrap std: " + parts[0]
     return (f"Share of the combination's gain kept by one network distilled back, at the best point ({best}): "
             f"{'; '.join(parts)}.")

@@ -15,9 +15,11 @@ what those stages found (``details["datasets"]``) and writes:
   i.e. with the largest ``mean − 2 · standard error`` (the largest mean alone would pick the noisiest point);
 * ``coverage_rows`` — Table 4 at that point, pooled over seeds: ``{covering, n_examples, rel_change}`` (rows with
   examples only; ``rel_change = Δ correct / the generalist's correct`` in the row);
-* ``distilled_back_keeps`` — at that point, per seed, ``(distilled − generalist) / (combination − generalist)``
-  (test accuracy): the share of the combination's gain one network of the generalist's size, trained on the
-  combination's soft targets, keeps. Left out when a seed's combination gained nothing (the share is undefined);
+* ``distilled_back_keeps`` — at that point, ``(mean distilled − mean generalist) / (mean combination − mean
+  generalist)`` (test accuracy, over seeds): the share of the combination's gain one network of the generalist's
+  size, trained on the combination's soft targets, keeps. A ratio of means, because a seed whose combination gained
+  almost nothing makes its own ratio explode; ``std`` is the bootstrap std over seeds (2,000 resamples of the
+  seeds, numpy seed 0) and ``values`` the per-seed ratios. Left out when the mean gain is not above 0;
 * ``distilled_back_keeps_consistent`` — the same for the student taught consistently (the live combination on each
   augmented training batch instead of the stored distributions of the clean images).
 
@@ -105,16 +107,28 @@ def sweep(ctx: Context, recs: list[dict[str, Any]] | None) -> Outcome:
            for r in pooled_gain_by_coverage([r["table4"] for r in comb]) if r["examples"]]
     values: dict[str, list[Any]] = {"capacity_sweep": rows, "best_rel_gain": [r["rel_gain"] for r in comb],
                                     "coverage_rows": cov}
-    gains = [r["specialists_acc"] - r["generalist_acc"] for r in comb]
+    g, s = np.array([r["generalist_acc"] for r in comb]), np.array([r["specialists_acc"] for r in comb])
     for key, runs in (("distilled_back_keeps", bd["distilled"]["seeds"]),
                       ("distilled_back_keeps_consistent", bd["distilled"].get("consistent", []))):
-        if all(x > 0 for x in gains) and len(runs) == len(gains):
-            values[key] = [(b["test_acc"] - r["generalist_acc"]) / x for b, r, x in zip(runs, comb, gains)]
+        if (s - g).mean() > 0 and len(runs) == len(g):
+            values[key] = kept_share(g, s, np.array([r["test_acc"] for r in runs]))
     by_cov = {k: [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"]}
                   for r in pooled_gain_by_coverage([c["table4"] for c in ds[k]["combination"]]) if r["examples"]]
               for k in keys}
     return Outcome(values, {"sweep": {"rows": rows, "best": best["key"], "coverage_by_point": by_cov,
                                       "regime": regime(rows)}})
+
+
+def kept_share(g: np.ndarray, s: np.ndarray, b: np.ndarray, draws: int = 2000) -> dict[str, Any]:
+    """``(mean b − mean g) / (mean s − mean g)`` over paired seeds (generalist, combination, distilled), its
+    bootstrap std over seeds (resamples whose mean gain is not above 0 are skipped), and the per-seed ratios."""
+    idx = np.random.default_rng(0).integers(0, len(g), size=(draws, len(g)))
+    gain, kept = s[idx].mean(1) - g[idx].mean(1), b[idx].mean(1) - g[idx].mean(1)
+    boot = kept[gain > 0] / gain[gain > 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_seed = [float(x) if np.isfinite(x) else None for x in (b - g) / (s - g)]  # None: no gain on that seed
+    return {"mean": float((b - g).mean() / (s - g).mean()), "std": float(boot.std(ddof=1)) if len(boot) > 1 else 0.0,
+            "n": len(g), "values": per_seed, "estimator": "ratio of means; std: bootstrap over seeds"}
 
 
 def crossing(rows: list[dict[str, Any]]) -> float | None:

@@ -18,9 +18,13 @@ __all__ = ["summarize", "fmt", "pct", "count", "is_entry"]
 
 def summarize(values: dict[str, Sequence[Any]]) -> dict[str, Any]:
     """``{key: [v, ...]}`` → ``{key: {"mean", "std", "n", "values"}}`` (keys with no values are left out); a list
-    of dicts is a table and is kept as it is (a list mixing numbers and dicts is refused)."""
+    of dicts is a table and is kept as it is (a list mixing numbers and dicts is refused); an entry made by the
+    caller (a dict with ``mean``, ``std`` and ``n``: e.g. a ratio of means with a bootstrap std) is kept too."""
     out: dict[str, Any] = {}
     for k, vs in values.items():
+        if is_entry(vs):
+            out[k] = dict(vs)
+            continue
         rows = [isinstance(v, dict) for v in vs]
         if any(rows):
             if not all(rows):
