@@ -329,7 +329,7 @@ def _figures(ctx: Context, res: Results) -> None:
 
 EXPERIMENT = register_experiment(Experiment(
     NAME, settings=settings_for, stages=STAGES, default_seeds=lambda s: s.seeds,
-    options=frozenset({"seeds", "workers"}),
+    options=frozenset({"seeds", "workers", "only"}),
     summary_keys=summary_keys(settings_for(False)) + ["solver_speedup"] + sweep_.SWEEP_KEYS,
     report=lambda ctx, summary, prov: rep.report(summary, ctx.details, prov, PAPER), figures=_figures,
     extra_provenance=lambda ctx: {"settings": _used(ctx).as_dict()}))

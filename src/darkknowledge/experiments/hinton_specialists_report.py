@@ -281,9 +281,10 @@ def _sweep_fields(summary: dict[str, Any], details: dict[str, Any]) -> dict[str,
 
 
 def _keeps(best: str, keeps: list[tuple[str, dict[str, Any] | None]]) -> str:
-    if not all(e for _, e in keeps):
+    keeps = [(what, e) for what, e in keeps if e]
+    if not keeps:
         return (f"At the best point ({best}) the share of the combination's gain a network distilled back keeps is "
-                "undefined: the combination gained nothing on average.")
+                "undefined: the combination gained nothing on average (or no student has finished).")
 
     def seeds(e: dict[str, Any]) -> str:
         return ", ".join("–" if v is None else f"{v:.2f}" for v in e["values"])
