@@ -68,17 +68,22 @@ def _row(key: str, d: dict[str, Any]) -> dict[str, Any]:
             "specialists_acc": float(np.mean(s)), "specialists_acc_std": _std(s),
             "rel_gain": float(np.mean(rel)), "rel_gain_std": _std(rel), "n": len(rel),
             "rel_gain_sem": _std(rel) / np.sqrt(len(rel)), "seeds_gained": sum(x > 0 for x in rel),
-            "distilled_back_acc": float(np.mean(b)) if b else float("nan"),
-            "distilled_back_rel_gain": float(np.mean([(x - y) / y for x, y in zip(b, g)])) if b else float("nan"),
-            "consistent_acc": float(np.mean(c)) if c else float("nan"),
+            "distilled_back_acc": float(np.mean(b)) if b else None,  # None: no student (JSON has no NaN)
+            "distilled_back_rel_gain": float(np.mean([(x - y) / y for x, y in zip(b, g)])) if b else None,
+            "consistent_acc": float(np.mean(c)) if c else None,
             # a student that collapsed (test accuracy below 5/C; every generalist here is above 50/C): counted, and
             # kept in the means
             "distilled_at_chance": sum(x < 5 / len(d["class_names"]) for x in b),
             "consistent_at_chance": sum(x < 5 / len(d["class_names"]) for x in c),
-            "consistent_rel_gain": float(np.mean([(x - y) / y for x, y in zip(c, g)])) if c else float("nan"),
+            "consistent_rel_gain": float(np.mean([(x - y) / y for x, y in zip(c, g)])) if c else None,
             "n_specialists": float(np.mean([len(c["sets"]) for c in cl])),
             "mean_coverage": float(np.mean([r["mean_coverage"] for r in comb])),
             "share_true_class_in_active": float(np.mean([r["share_true_class_in_active"] for r in comb]))}
+
+
+def _finite(x: float) -> float | None:
+    """``None`` for NaN (a row whose base got nothing right): summaries stay plain JSON and compare equal."""
+    return float(x) if np.isfinite(x) else None
 
 
 def _pays(row: dict[str, Any]) -> bool:
@@ -103,7 +108,7 @@ def sweep(ctx: Context, recs: list[dict[str, Any]] | None) -> Outcome:
     best = max(rows, key=_lower)
     bd = ds[best["key"]]
     comb = bd["combination"]
-    cov = [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"],
+    cov = [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": _finite(r["relative_change"]),
             "delta_correct": r["delta_correct"], "base_correct": r["base_correct"]}
            for r in pooled_gain_by_coverage([r["table4"] for r in comb]) if r["examples"]]
     values: dict[str, list[Any]] = {"capacity_sweep": rows, "best_rel_gain": [r["rel_gain"] for r in comb],
@@ -113,7 +118,7 @@ def sweep(ctx: Context, recs: list[dict[str, Any]] | None) -> Outcome:
                       ("distilled_back_keeps_consistent", bd["distilled"].get("consistent", []))):
         if (s - g).mean() > 0 and len(runs) == len(g):
             values[key] = kept_share(g, s, np.array([r["test_acc"] for r in runs]))
-    by_cov = {k: [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": r["relative_change"]}
+    by_cov = {k: [{"covering": r["covering"], "n_examples": r["examples"], "rel_change": _finite(r["relative_change"])}
                   for r in pooled_gain_by_coverage([c["table4"] for c in ds[k]["combination"]]) if r["examples"]]
               for k in keys}
     return Outcome(values, {"sweep": {"rows": rows, "best": best["key"], "coverage_by_point": by_cov,
@@ -201,8 +206,8 @@ def _chance(n: int) -> str:
     return f" [{n} collapsed]" if n else ""
 
 
-def _acc_gain(acc: float, gain: float) -> str:
-    return "–" if not np.isfinite(acc) else f"{100 * acc:.2f} ({100 * gain:+.2f})"
+def _acc_gain(acc: float | None, gain: float | None) -> str:
+    return "–" if acc is None else f"{100 * acc:.2f} ({100 * gain:+.2f})"
 
 
 def coverage_table(summary: dict[str, Any], details: dict[str, Any]) -> str:
@@ -210,7 +215,7 @@ def coverage_table(summary: dict[str, Any], details: dict[str, Any]) -> str:
     best = details.get("sweep", {}).get("best", "–")
     body = markdown_table(["# covering", "test examples (all seeds)", "Δ correct", "relative change"],
                           [[r["covering"], f"{r['n_examples']:,}", f"{r['delta_correct']:+,}",
-                            f"{100 * r['rel_change']:+.1f}%" if np.isfinite(r["rel_change"]) else "–"] for r in rows])
+                            "–" if r["rel_change"] is None else f"{100 * r['rel_change']:+.1f}%"] for r in rows])
     return f"At the best point ({best}):\n\n{body}"
 
 
@@ -226,8 +231,9 @@ def figure(res: Results, rows: list[dict[str, Any]]) -> None:
                          (axes[1], [100 * r["generalist_train_acc"] for r in rows], "generalist training accuracy (%)")):
         ax.errorbar(x, [100 * r["rel_gain"] for r in rows], [100 * r["rel_gain_std"] for r in rows], marker="o",
                     capsize=3, label="generalist + specialists")
-        ax.plot(x, [100 * r["distilled_back_rel_gain"] for r in rows], "s--", label="distilled back (stored q)")
-        ax.plot(x, [100 * r["consistent_rel_gain"] for r in rows], "^:", label="distilled back (consistent)")
+        for key, style, name in (("distilled_back_rel_gain", "s--", "distilled back (stored q)"),
+                                 ("consistent_rel_gain", "^:", "distilled back (consistent)")):
+            ax.plot(x, [np.nan if r[key] is None else 100 * r[key] for r in rows], style, label=name)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel(label)
         ax.set_ylabel("relative test-accuracy gain (%)")
